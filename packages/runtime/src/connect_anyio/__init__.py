@@ -1,0 +1,37 @@
+"""connect-anyio: Connect, gRPC and gRPC-Web for Python, on asyncio and trio."""
+
+from __future__ import annotations
+
+__all__ = [
+    "Code",
+    "Codec",
+    "ConnectASGIApplication",
+    "ConnectClient",
+    "ConnectError",
+    "Endpoint",
+    "EndpointSync",
+    "HTTPClient",
+    "HTTPVersion",
+    "Headers",
+    "IdempotencyLevel",
+    "MethodInfo",
+    "ProtocolType",
+    "RequestContext",
+    "ResponseMetadata",
+    "ResponseStream",
+    "StreamType",
+    "__version__",
+    "proto_binary_codec",
+    "proto_json_codec",
+]
+
+from .client import ConnectClient, HTTPClient, HTTPVersion, ResponseMetadata, ResponseStream
+from .code import Code
+from .codec import Codec, proto_binary_codec, proto_json_codec
+from .errors import ConnectError
+from .method import IdempotencyLevel, MethodInfo, StreamType
+from .protocol import ProtocolType
+from .request import Headers, RequestContext
+from .server import ConnectASGIApplication, Endpoint, EndpointSync
+
+__version__ = "0.1.0"

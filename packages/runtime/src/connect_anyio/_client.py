@@ -1,0 +1,314 @@
+"""Client plumbing: protocol + transport for the four kinds of call.
+
+Nothing here knows which protocol is in use; it asks the protocol object
+(``ClientCall``) and moves bytes through the transport.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import _protocol as p
+from . import _protocol_connect as connect
+from ._response_metadata import record_headers, record_trailers
+from ._transport import Origin, Response, map_errors
+from ._transport._http_client import HTTPClient
+from .code import Code
+from .codec import Codec, proto_binary_codec
+from .compression import BrotliCompression, Compression, GzipCompression, ZstdCompression
+from .errors import ConnectError
+from .method import MethodInfo
+from .protocol import ProtocolType
+from .request import Headers, RequestContext
+
+REQ = TypeVar("REQ")
+RES = TypeVar("RES")
+
+_BUILTIN: dict[str, Callable[[], Compression]] = {
+    "gzip": GzipCompression,
+    "br": BrotliCompression,
+    "zstd": ZstdCompression,
+}
+
+
+def resolve_compression(value: Compression | str | None) -> Compression | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == "identity":
+            return None
+        factory = _BUILTIN.get(value)
+        if factory is None:
+            raise ValueError(f"unknown compression {value!r}: pass a Compression object")
+        return factory()
+    return value
+
+
+def parse_address(address: str) -> tuple[Origin, str]:
+    parts = urlsplit(address)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"address must be an http:// or https:// URL: {address!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    return Origin(scheme, parts.hostname, port), parts.path.rstrip("/")
+
+
+def deadline_error() -> ConnectError:
+    return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
+
+
+@dataclass(slots=True)
+class CallState:
+    """Per-call links between the public stream object and the innermost call."""
+
+    task_group: TaskGroup | None = None
+    inner: StreamCall[Any, Any] | None = None
+    started: anyio.Event = field(default_factory=anyio.Event)
+
+
+class ClientCore:
+    """Everything a client needs to make calls, shared by the async and sync clients."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        protocol: ProtocolType,
+        codec: Codec[Any, Any] | None,
+        send_compression: Compression | str | None,
+        accept_compression: Iterable[Compression | str] | None,
+        timeout_ms: int | None,
+        read_max_bytes: int | None,
+        compress_min_bytes: int | None,
+        http_client: HTTPClient | None,
+    ) -> None:
+        self.origin, self.path_prefix = parse_address(address)
+        self.protocol = protocol
+        self.codec = codec or proto_binary_codec()
+        self.send_compression = resolve_compression(send_compression)
+        if accept_compression is None:
+            accepted = [GzipCompression(), BrotliCompression(), ZstdCompression()]
+        else:
+            accepted = [c for c in (resolve_compression(a) for a in accept_compression) if c]
+        self.accept = {c.name(): c for c in accepted}
+        self.timeout_ms = timeout_ms
+        self.read_max_bytes = read_max_bytes
+        self.compress_min_bytes = (
+            p.DEFAULT_COMPRESS_MIN_BYTES if compress_min_bytes is None else compress_min_bytes
+        )
+        self.owns_http = http_client is None
+        self.http = http_client or HTTPClient()
+        if protocol is not ProtocolType.CONNECT:
+            raise NotImplementedError(f"{protocol} is not available yet")
+
+    def new_context(
+        self,
+        method: MethodInfo[Any, Any],
+        headers: Headers | Iterable[tuple[str, str]] | dict[str, str] | None,
+        timeout_ms: int | None,
+        http_method: str = "POST",
+    ) -> RequestContext[Any, Any]:
+        ctx: RequestContext[Any, Any] = RequestContext(
+            method=method,
+            http_method=http_method,
+            request_headers=Headers(headers) if headers is not None else Headers(),
+            timeout_ms=timeout_ms if timeout_ms is not None else self.timeout_ms,
+            server_address=self.origin.authority(),
+        )
+        return ctx
+
+    def new_call(self, ctx: RequestContext[Any, Any], *, stream: bool) -> p.ClientCall:
+        return connect.client_call(
+            stream=stream,
+            method=ctx.method(),
+            codec=self.codec,
+            path_prefix=self.path_prefix,
+            headers=ctx.request_headers(),
+            timeout_ms=ctx.timeout_ms(),
+            send_compression=self.send_compression,
+            accept=self.accept,
+            read_max_bytes=self.read_max_bytes,
+            compress_min_bytes=self.compress_min_bytes,
+        )
+
+    @staticmethod
+    def deadline(ctx: RequestContext[Any, Any]) -> float:
+        remaining = ctx.timeout_ms()
+        if remaining is None:
+            return math.inf
+        return anyio.current_time() + remaining / 1000.0
+
+    async def unary(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        call = self.new_call(ctx, stream=False)
+        http_request = call.unary_request(request, ctx.http_method() == "GET")
+        messages: list[Any] = []
+        with anyio.CancelScope(deadline=self.deadline(ctx)) as scope:
+            try:
+                status, headers, body, trailers = await self.http.unary(self.origin, http_request)
+                call.on_response_start(status, headers)
+                messages = call.feed(body)
+                messages += call.finish(trailers)
+            finally:
+                record_headers(call.response_headers)
+                record_trailers(call.response_trailers)
+        if scope.cancelled_caught:
+            raise deadline_error()
+        return p.require_single(messages, what="unary response", code=Code.UNIMPLEMENTED)
+
+    def stream(
+        self,
+        requests: AsyncIterable[Any] | None,
+        single: Any,
+        ctx: RequestContext[Any, Any],
+        state: CallState | None,
+    ) -> StreamCall[Any, Any]:
+        return StreamCall(self, requests, single, ctx, state)
+
+    async def client_stream(
+        self, requests: AsyncIterable[Any], ctx: RequestContext[Any, Any]
+    ) -> Any:
+        stream = self.stream(requests, None, ctx, None)
+        try:
+            messages = [m async for m in stream]
+        finally:
+            await stream.aclose()
+        return p.require_single(messages, what="client-stream response", code=Code.UNIMPLEMENTED)
+
+    async def aclose(self) -> None:
+        if self.owns_http:
+            await self.http.aclose()
+
+
+async def _encode(call: p.ClientCall, requests: AsyncIterable[Any]) -> AsyncIterator[bytes]:
+    async for message in requests:
+        yield call.encode_message(message)
+
+
+class StreamCall(Generic[REQ, RES]):
+    """The innermost stream of a streaming call: starts lazily, yields response messages.
+
+    When the public stream object was entered with ``async with`` and the
+    transport is full duplex, requests are sent from a task in that block's task
+    group while responses are read; otherwise all requests are sent first.
+    """
+
+    def __init__(
+        self,
+        core: ClientCore,
+        requests: AsyncIterable[REQ] | None,
+        single: REQ | None,
+        ctx: RequestContext[REQ, RES],
+        state: CallState | None,
+    ) -> None:
+        self._core = core
+        self._requests = requests
+        self._single = single
+        self._ctx = ctx
+        self._state = state
+        self._call = core.new_call(ctx, stream=True)
+        self._deadline = core.deadline(ctx)
+        self._response: Response | None = None
+        self._pending: deque[RES] = deque()
+        self._done = False
+        self._closed = False
+        if state is not None:
+            state.inner = self
+
+    @property
+    def call(self) -> p.ClientCall:
+        return self._call
+
+    async def start(self) -> None:
+        if self._response is not None or self._closed:
+            return
+        call = self._call
+        request = call.stream_request()
+        body: AsyncIterable[bytes] | None
+        if self._requests is not None:
+            body = _encode(call, self._requests)
+        else:
+            request.body = call.encode_message(self._single)
+            body = None
+        pump = None
+        if self._state is not None and self._core.http.full_duplex(self._core.origin):
+            pump = self._state.task_group
+        try:
+            with self._scope() as scope:
+                response = await self._core.http.open(self._core.origin, request, body, pump)
+            if scope.cancelled_caught:
+                raise deadline_error()
+            self._response = response
+            call.on_response_start(response.status, response.headers)
+        except BaseException:
+            await self._fail()
+            raise
+        finally:
+            record_headers(call.response_headers)
+            if self._state is not None:
+                self._state.started.set()
+
+    def _scope(self) -> anyio.CancelScope:
+        return anyio.CancelScope(deadline=self._deadline)
+
+    def __aiter__(self) -> StreamCall[REQ, RES]:
+        return self
+
+    async def __anext__(self) -> RES:
+        if self._pending:
+            return self._pending.popleft()
+        if self._response is None:
+            if self._closed:
+                raise StopAsyncIteration
+            await self.start()
+        response = self._response
+        assert response is not None
+        call = self._call
+        try:
+            while not self._pending:
+                if self._done:
+                    raise StopAsyncIteration
+                with self._scope() as scope:
+                    chunk = await response.receive()
+                if scope.cancelled_caught:
+                    raise deadline_error()
+                if chunk:
+                    self._pending.extend(call.feed(chunk))
+                else:
+                    self._done = True
+                    try:
+                        self._pending.extend(call.finish(response.trailers()))
+                    finally:
+                        record_trailers(call.response_trailers)
+                    await self._release()
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            await self._fail()
+            raise
+        return self._pending.popleft()
+
+    async def _release(self) -> None:
+        response, self._response = self._response, None
+        self._closed = True
+        if response is not None:
+            with anyio.CancelScope(shield=True), map_errors():
+                await response.aclose()
+
+    async def _fail(self) -> None:
+        self._done = True
+        record_trailers(self._call.response_trailers)
+        await self._release()
+
+    async def aclose(self) -> None:
+        """Stops the call; if the response is not complete, it is cancelled on the wire."""
+        self._pending.clear()
+        self._done = True
+        await self._release()

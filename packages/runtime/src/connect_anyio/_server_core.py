@@ -1,0 +1,429 @@
+"""What every server front end shares: routes, protocol selection and the call runner.
+
+The ASGI adapter and the native server each implement ``ServerIO`` (receive body
+bytes, send a response) and hand a request to ``Router.handle``. Everything
+about protocols, codecs, deadlines, cancellation and handler invocation happens
+here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import _protocol as p
+from . import _protocol_connect as connect
+from .code import Code
+from .codec import Codec, proto_binary_codec, proto_json_codec
+from .errors import ConnectError
+from .interceptor import compose
+from .method import IdempotencyLevel, StreamType
+from .request import Headers, RequestContext
+
+if TYPE_CHECKING:
+    from .compression import Compression
+    from .method import MethodInfo
+
+logger = logging.getLogger("connect_anyio")
+
+
+class Disconnected(Exception):
+    """The client went away while the call was running."""
+
+
+class ServerIO(Protocol):
+    """The transport edge of one request: the only thing that does I/O."""
+
+    async def receive(self) -> bytes:
+        """The next chunk of the request body; ``b""`` once the body is complete.
+
+        Raises ``Disconnected`` when the client has gone away.
+        """
+        ...
+
+    async def wait_disconnect(self) -> None:
+        """Returns when the client goes away (called once the body is fully read)."""
+        ...
+
+    async def send_start(self, start: p.ResponseStart, body: bytes, end: bool) -> None: ...
+
+    async def send_body(self, body: bytes, end: bool) -> None: ...
+
+    async def send_trailers(self, trailers: p.RawHeaders) -> None: ...
+
+
+@dataclass(slots=True)
+class Route:
+    """One endpoint, with its interceptor chain composed at construction."""
+
+    method: MethodInfo[Any, Any]
+    stream_type: StreamType
+    call: Any
+    """The handler wrapped in the interceptors."""
+
+    @property
+    def allows_get(self) -> bool:
+        return (
+            self.stream_type is StreamType.UNARY
+            and self.method.idempotency_level is IdempotencyLevel.NO_SIDE_EFFECTS
+        )
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    codecs: dict[str, Codec[Any, Any]]
+    compressions: dict[str, Compression]
+    read_max_bytes: int | None
+    compress_min_bytes: int
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        codecs: Iterable[Codec[Any, Any]] | None,
+        compressions: Iterable[Compression] | None,
+        read_max_bytes: int | None,
+        compress_min_bytes: int | None,
+    ) -> ServerConfig:
+        chosen = list(codecs) if codecs is not None else [proto_binary_codec(), proto_json_codec()]
+        return cls(
+            codecs={c.name(): c for c in chosen},
+            compressions=p.compression_table(compressions),
+            read_max_bytes=read_max_bytes,
+            compress_min_bytes=(
+                p.DEFAULT_COMPRESS_MIN_BYTES if compress_min_bytes is None else compress_min_bytes
+            ),
+        )
+
+    def accept_post(self) -> bytes:
+        names = list(self.codecs)
+        types = [f"application/{n}" for n in names]
+        types += [f"application/connect+{n}" for n in names]
+        return ", ".join(types).encode()
+
+
+def build_routes(
+    endpoints: Mapping[str, Any], interceptors: Iterable[Any], *, sync: bool
+) -> dict[str, Route]:
+    chain = list(interceptors)
+    routes = {}
+    for path, endpoint in endpoints.items():
+        routes[path] = Route(
+            method=endpoint.method,
+            stream_type=endpoint.stream_type,
+            call=compose(chain, endpoint.stream_type, endpoint.function, sync=sync),
+        )
+    return routes
+
+
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+
+
+def select_call(
+    route: Route | None,
+    *,
+    http_method: str,
+    content_type: str | None,
+    query: str,
+    headers: Headers,
+    config: ServerConfig,
+) -> p.ServerCall:
+    """The protocol call for a request, or ``ProtocolError`` for a bare HTTP answer."""
+    if route is None:
+        raise p.ProtocolError(404, list(_TEXT), b"404 Not Found\n")
+    if http_method == "GET":
+        if not route.allows_get:
+            allow = b"GET, POST" if route.allows_get else b"POST"
+            raise p.ProtocolError(405, [*_TEXT, (b"allow", allow)], b"405 Method Not Allowed\n")
+        codec_name = connect.get_codec_name(query)
+        codec = config.codecs.get(codec_name or "")
+        if codec is None:
+            raise p.ProtocolError(415, [*_TEXT, (b"accept-post", config.accept_post())])
+        return connect.server_call(
+            method=route.method,
+            http_method="GET",
+            headers=headers,
+            query=query,
+            codec=codec,
+            stream=False,
+            table=config.compressions,
+            read_max_bytes=config.read_max_bytes,
+            compress_min_bytes=config.compress_min_bytes,
+        )
+    if http_method != "POST":
+        allow = b"GET, POST" if route.allows_get else b"POST"
+        raise p.ProtocolError(405, [*_TEXT, (b"allow", allow)], b"405 Method Not Allowed\n")
+    kind = connect.classify(content_type or "")
+    if kind is not None:
+        stream, codec_name = kind
+        codec = config.codecs.get(codec_name)
+        # Connect unary only serves unary methods; streams need the streaming content type.
+        if codec is not None and stream == (route.stream_type is not StreamType.UNARY):
+            return connect.server_call(
+                method=route.method,
+                http_method="POST",
+                headers=headers,
+                query=query,
+                codec=codec,
+                stream=stream,
+                table=config.compressions,
+                read_max_bytes=config.read_max_bytes,
+                compress_min_bytes=config.compress_min_bytes,
+            )
+    raise p.ProtocolError(415, [*_TEXT, (b"accept-post", config.accept_post())])
+
+
+def internal_error(exc: BaseException) -> ConnectError:
+    return ConnectError(Code.INTERNAL, "internal error")
+
+
+def _as_connect_error(exc: Exception, route: Route) -> ConnectError:
+    if isinstance(exc, ConnectError):
+        return exc
+    logger.error("handler for %s raised", route.method.procedure, exc_info=exc)
+    return internal_error(exc)
+
+
+class _RequestStream:
+    """The request messages of a streaming call, as the handler iterates them.
+
+    A pump task reads the body, decodes it and passes messages through a
+    one-slot channel, so reading never runs ahead of the handler by more than
+    one message; after the body it keeps watching for the client going away.
+    """
+
+    def __init__(self, call: p.ServerCall, io: ServerIO, on_disconnect: anyio.CancelScope) -> None:
+        self._call = call
+        self._io = io
+        self._on_disconnect = on_disconnect
+        send, receive = anyio.create_memory_object_stream[Any](1)
+        self._send = send
+        self._receive = receive
+        self.error: ConnectError | None = None
+
+    async def pump(self) -> None:
+        call, io, send = self._call, self._io, self._send
+        try:
+            async with send:
+                try:
+                    while True:
+                        chunk = await io.receive()
+                        if not chunk:
+                            for msg in call.finish():
+                                await send.send(msg)
+                            break
+                        for msg in call.feed(chunk):
+                            await send.send(msg)
+                except ConnectError as e:
+                    # Set before the channel closes, so the handler sees it at the end.
+                    self.error = e
+                    return
+        except Disconnected:
+            self._on_disconnect.cancel()
+            return
+        except anyio.BrokenResourceError:
+            # The handler stopped reading requests; keep watching the client.
+            pass
+        try:
+            await io.wait_disconnect()
+        except Disconnected:
+            pass
+        self._on_disconnect.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            if self.error is not None:
+                raise self.error from None
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()
+
+
+async def _read_single(call: p.ServerCall, io: ServerIO) -> Any:
+    messages: list[Any] = []
+    while True:
+        chunk = await io.receive()
+        if not chunk:
+            messages.extend(call.finish())
+            break
+        messages.extend(call.feed(chunk))
+    return p.require_single(messages, what="unary request", code=Code.INVALID_ARGUMENT)
+
+
+async def _watch(io: ServerIO, scope: anyio.CancelScope) -> None:
+    try:
+        await io.wait_disconnect()
+    except Disconnected:
+        pass
+    scope.cancel()
+
+
+async def _send_whole(io: ServerIO, response: p.WholeResponse) -> None:
+    end = response.trailers is None
+    await io.send_start(response.start, response.body, end)
+    if response.trailers is not None:
+        await io.send_trailers(response.trailers)
+
+
+async def run_call(
+    route: Route, call: p.ServerCall, io: ServerIO, ctx: RequestContext[Any, Any]
+) -> None:
+    """Runs one call from request body to last byte of the response."""
+    if call.request_error is not None:
+        await _send_whole(io, call.whole_response(None, call.request_error, None, None))
+        return
+    deadline = math.inf
+    if call.timeout_ms is not None:
+        deadline = anyio.current_time() + call.timeout_ms / 1000.0
+    stream_type = route.stream_type
+    async with anyio.create_task_group() as tg:
+        # Cancelled when the client disconnects: nothing is sent after that.
+        try:
+            if stream_type.streams_responses:
+                await _run_streaming_response(route, call, io, ctx, tg, deadline)
+            else:
+                await _run_single_response(route, call, io, ctx, tg, deadline)
+        except Disconnected:
+            pass
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def _prepare_request(
+    route: Route, call: p.ServerCall, io: ServerIO, tg: TaskGroup
+) -> Any:
+    """The handler's request argument: a message, or the request stream (pump started)."""
+    if route.stream_type.streams_requests:
+        requests = _RequestStream(call, io, tg.cancel_scope)
+        tg.start_soon(requests.pump)
+        return requests
+    request = await _read_single(call, io)
+    tg.start_soon(_watch, io, tg.cancel_scope)
+    return request
+
+
+def _deadline_error() -> ConnectError:
+    return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
+
+
+async def _run_single_response(
+    route: Route,
+    call: p.ServerCall,
+    io: ServerIO,
+    ctx: RequestContext[Any, Any],
+    tg: TaskGroup,
+    deadline: float,
+) -> None:
+    result: Any = None
+    error: ConnectError | None = None
+    with anyio.CancelScope(deadline=deadline) as scope:
+        try:
+            request = await _prepare_request(route, call, io, tg)
+            result = await route.call(request, ctx)
+        except Disconnected:
+            raise
+        except Exception as e:
+            error = _as_connect_error(e, route)
+    if scope.cancelled_caught:
+        error = _deadline_error()
+    await _send_whole(
+        io, call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)  # noqa: SLF001
+    )
+
+
+async def _run_streaming_response(
+    route: Route,
+    call: p.ServerCall,
+    io: ServerIO,
+    ctx: RequestContext[Any, Any],
+    tg: TaskGroup,
+    deadline: float,
+) -> None:
+    started = False
+    error: ConnectError | None = None
+    with anyio.CancelScope(deadline=deadline) as scope:
+        try:
+            request = await _prepare_request(route, call, io, tg)
+            responses = route.call(request, ctx)
+            try:
+                async for message in responses:
+                    data = call.encode_message(message)
+                    if started:
+                        await io.send_body(data, False)
+                    else:
+                        start = call.start_stream(ctx._response_headers)  # noqa: SLF001
+                        started = True
+                        await io.send_start(start, data, False)
+            finally:
+                aclose = getattr(responses, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except Disconnected:
+            raise
+        except Exception as e:
+            error = _as_connect_error(e, route)
+    if scope.cancelled_caught:
+        error = _deadline_error()
+    trailers = ctx._response_trailers  # noqa: SLF001
+    if not started:
+        await _send_whole(io, call.whole_response(None, error, ctx._response_headers, trailers))  # noqa: SLF001
+        return
+    tail, http_trailers = call.end_stream(error, trailers)
+    await io.send_body(tail, http_trailers is None)
+    if http_trailers is not None:
+        await io.send_trailers(http_trailers)
+
+
+class Router:
+    """Path to route, plus server configuration: the protocol-facing half of an application."""
+
+    def __init__(self, routes: dict[str, Route], config: ServerConfig) -> None:
+        self.routes = routes
+        self.config = config
+
+    async def handle(
+        self,
+        *,
+        path: str,
+        http_method: str,
+        query: str,
+        headers: Headers,
+        io: ServerIO,
+        server_address: str | None,
+        client_address: str | None,
+    ) -> None:
+        route = self.routes.get(path)
+        try:
+            call = select_call(
+                route,
+                http_method=http_method,
+                content_type=headers.get("content-type"),
+                query=query,
+                headers=headers,
+                config=self.config,
+            )
+        except p.ProtocolError as e:
+            await io.send_start(p.ResponseStart(e.status, e.headers), e.body, True)
+            return
+        assert route is not None
+        ctx: RequestContext[Any, Any] = RequestContext(
+            method=route.method,
+            http_method=http_method,
+            request_headers=headers,
+            timeout_ms=call.timeout_ms,
+            server_address=server_address,
+            client_address=client_address,
+        )
+        await run_call(route, call, io, ctx)

@@ -1,0 +1,125 @@
+"""The client transport seam: one interface over HTTP/1.1 and HTTP/2.
+
+The client plumbing asks for an exchange (request head, body, response) and
+never knows which HTTP version carries it. Network and HTTP library exceptions
+become ``ConnectError`` here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import h2.exceptions
+import h11
+import httpcore
+
+from ..code import Code
+from ..errors import ConnectError
+
+if TYPE_CHECKING:
+    from .._protocol import ClientRequest, RawHeaders
+
+
+class HTTPVersion(enum.Enum):
+    """Which HTTP version a client speaks."""
+
+    AUTO = "auto"
+    """HTTP/1.1 for ``http://``; for ``https://``, whatever ALPN picks (h2 preferred)."""
+    HTTP1 = "http1"
+    """HTTP/1.1 only. Bidirectional calls are half-duplex."""
+    HTTP2 = "http2"
+    """HTTP/2 only: prior knowledge (h2c) for ``http://``, ALPN ``h2`` for ``https://``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.tls else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def url(self, path: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+class Response(Protocol):
+    """A response being received."""
+
+    status: int
+    headers: RawHeaders
+
+    async def receive(self) -> bytes:
+        """The next body chunk; ``b""`` at the end."""
+        ...
+
+    def trailers(self) -> RawHeaders | None:
+        """HTTP trailers, once the body has ended (HTTP/2 only)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Ends the exchange; before the end of the response this aborts it on the wire."""
+        ...
+
+
+class _UserError(Exception):
+    """Carries an exception raised by the caller's request iterator through the HTTP library."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+async def guard_body(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Re-raises the caller's exceptions as ``_UserError`` so they are not taken for network errors."""
+    iterator = body.__aiter__()
+    while True:
+        try:
+            chunk = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as e:
+            raise _UserError(e) from e
+        yield chunk
+
+
+_NETWORK_ERRORS = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.TimeoutException,
+    httpcore.UnsupportedProtocol,
+    OSError,
+    ssl.SSLError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    h11.ProtocolError,
+    h2.exceptions.ProtocolError,
+)
+
+
+@contextlib.contextmanager
+def map_errors() -> Iterator[None]:
+    """Network failures -> ``unavailable``; the caller's own exceptions pass through unchanged."""
+    try:
+        yield
+    except _UserError as e:
+        raise e.exc from None
+    except ConnectError:
+        raise
+    except _NETWORK_ERRORS as e:
+        raise ConnectError(Code.UNAVAILABLE, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e

@@ -1,0 +1,99 @@
+"""HTTP/1.1 exchanges on httpcore's connection pool (always half-duplex)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING
+
+import httpcore
+from anyio.abc import TaskGroup
+
+from . import Origin, guard_body, map_errors
+
+if TYPE_CHECKING:
+    from .._protocol import ClientRequest, RawHeaders
+
+
+class HTTP1Response:
+    __slots__ = ("_chunks", "_response", "headers", "status")
+
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: RawHeaders = list(response.headers)
+        self._chunks = response.aiter_stream().__aiter__()
+
+    async def aclose(self) -> None:
+        """Releases the connection; one closed before the end of the body is dropped."""
+        with map_errors():
+            await self._response.aclose()
+
+    async def receive(self) -> bytes:
+        with map_errors():
+            try:
+                return bytes(await self._chunks.__anext__())
+            except StopAsyncIteration:
+                return b""
+
+    def trailers(self) -> RawHeaders | None:
+        return None
+
+
+class HTTP1Transport:
+    """A pool of HTTP/1.1 connections."""
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext | None, max_connections: int, keepalive_expiry: float | None
+    ) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            http1=True,
+            http2=False,
+        )
+
+    @staticmethod
+    def _headers(origin: Origin, request: ClientRequest, streaming: bool = False) -> RawHeaders:
+        headers = [(b"host", origin.authority().encode()), *request.headers]
+        if streaming:
+            headers.append((b"transfer-encoding", b"chunked"))
+        elif request.body is not None:
+            headers.append((b"content-length", str(len(request.body)).encode()))
+        return headers
+
+    async def unary(
+        self, origin: Origin, request: ClientRequest
+    ) -> tuple[int, RawHeaders, bytes, RawHeaders | None]:
+        with map_errors():
+            response = await self._pool.request(
+                request.method,
+                origin.url(request.path),
+                headers=self._headers(origin, request),
+                content=request.body,
+            )
+        return response.status, list(response.headers), response.content, None
+
+    async def open(
+        self,
+        origin: Origin,
+        request: ClientRequest,
+        body: AsyncIterable[bytes] | None,
+        pump: TaskGroup | None,
+    ) -> HTTP1Response:
+        # HTTP/1.1 sends the whole request before the response is read: always half-duplex.
+        content = guard_body(body) if body is not None else request.body
+        with map_errors():
+            response = await self._pool.handle_async_request(
+                httpcore.Request(
+                    request.method,
+                    origin.url(request.path),
+                    headers=self._headers(origin, request, streaming=body is not None),
+                    content=content,
+                )
+            )
+        return HTTP1Response(response)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

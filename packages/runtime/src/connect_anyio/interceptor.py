@@ -1,0 +1,247 @@
+"""Interceptors: code that wraps RPCs on the server and on the client.
+
+An interceptor implements one or more of the methods below; each RPC uses the
+interceptors whose method matches its stream type, plus every metadata
+interceptor. For ``[A, B, C]`` the order is A, B, C on the way in and C, B, A on
+the way out: ``A.on_start, B.on_start, C.on_start, handler, C.on_end, B.on_end,
+A.on_end``. ``on_end`` runs on errors and cancellation too.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BidiStreamInterceptor",
+    "BidiStreamInterceptorSync",
+    "ClientStreamInterceptor",
+    "ClientStreamInterceptorSync",
+    "Interceptor",
+    "InterceptorSync",
+    "MetadataInterceptor",
+    "MetadataInterceptorSync",
+    "ServerStreamInterceptor",
+    "ServerStreamInterceptorSync",
+    "UnaryInterceptor",
+    "UnaryInterceptorSync",
+]
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar, Union, runtime_checkable
+
+from .method import StreamType
+from .request import RequestContext
+
+T = TypeVar("T")
+REQ = TypeVar("REQ")
+RES = TypeVar("RES")
+
+
+@runtime_checkable
+class UnaryInterceptor(Protocol):
+    """Wraps unary calls."""
+
+    async def intercept_unary(
+        self,
+        call_next: Callable[[Any, RequestContext[Any, Any]], Awaitable[Any]],
+        request: Any,
+        ctx: RequestContext[Any, Any],
+    ) -> Any:
+        """Calls ``call_next`` (possibly with another request) or answers itself."""
+        ...
+
+
+@runtime_checkable
+class ClientStreamInterceptor(Protocol):
+    """Wraps client-streaming calls."""
+
+    async def intercept_client_stream(
+        self,
+        call_next: Callable[[AsyncIterator[Any], RequestContext[Any, Any]], Awaitable[Any]],
+        request: AsyncIterator[Any],
+        ctx: RequestContext[Any, Any],
+    ) -> Any: ...
+
+
+@runtime_checkable
+class ServerStreamInterceptor(Protocol):
+    """Wraps server-streaming calls; usually an async generator."""
+
+    def intercept_server_stream(
+        self,
+        call_next: Callable[[Any, RequestContext[Any, Any]], AsyncIterator[Any]],
+        request: Any,
+        ctx: RequestContext[Any, Any],
+    ) -> AsyncIterator[Any]: ...
+
+
+@runtime_checkable
+class BidiStreamInterceptor(Protocol):
+    """Wraps bidirectional-streaming calls; usually an async generator."""
+
+    def intercept_bidi_stream(
+        self,
+        call_next: Callable[[AsyncIterator[Any], RequestContext[Any, Any]], AsyncIterator[Any]],
+        request: AsyncIterator[Any],
+        ctx: RequestContext[Any, Any],
+    ) -> AsyncIterator[Any]: ...
+
+
+@runtime_checkable
+class MetadataInterceptor(Protocol[T]):
+    """Sees every call, but only its context (headers, trailers, method), not its messages.
+
+    ``on_start``'s return value is handed to ``on_end``.
+    """
+
+    async def on_start(self, ctx: RequestContext[Any, Any]) -> T: ...
+
+    async def on_end(self, token: T, ctx: RequestContext[Any, Any]) -> None: ...
+
+
+@runtime_checkable
+class UnaryInterceptorSync(Protocol):
+    def intercept_unary_sync(
+        self,
+        call_next: Callable[[Any, RequestContext[Any, Any]], Any],
+        request: Any,
+        ctx: RequestContext[Any, Any],
+    ) -> Any: ...
+
+
+@runtime_checkable
+class ClientStreamInterceptorSync(Protocol):
+    def intercept_client_stream_sync(
+        self,
+        call_next: Callable[[Iterator[Any], RequestContext[Any, Any]], Any],
+        request: Iterator[Any],
+        ctx: RequestContext[Any, Any],
+    ) -> Any: ...
+
+
+@runtime_checkable
+class ServerStreamInterceptorSync(Protocol):
+    def intercept_server_stream_sync(
+        self,
+        call_next: Callable[[Any, RequestContext[Any, Any]], Iterator[Any]],
+        request: Any,
+        ctx: RequestContext[Any, Any],
+    ) -> Iterator[Any]: ...
+
+
+@runtime_checkable
+class BidiStreamInterceptorSync(Protocol):
+    def intercept_bidi_stream_sync(
+        self,
+        call_next: Callable[[Iterator[Any], RequestContext[Any, Any]], Iterator[Any]],
+        request: Iterator[Any],
+        ctx: RequestContext[Any, Any],
+    ) -> Iterator[Any]: ...
+
+
+@runtime_checkable
+class MetadataInterceptorSync(Protocol[T]):
+    def on_start_sync(self, ctx: RequestContext[Any, Any]) -> T: ...
+
+    def on_end_sync(self, token: T, ctx: RequestContext[Any, Any]) -> None: ...
+
+
+Interceptor = Union[
+    UnaryInterceptor,
+    ClientStreamInterceptor,
+    ServerStreamInterceptor,
+    BidiStreamInterceptor,
+    MetadataInterceptor[Any],
+]
+"""Any asynchronous interceptor."""
+
+InterceptorSync = Union[
+    UnaryInterceptorSync,
+    ClientStreamInterceptorSync,
+    ServerStreamInterceptorSync,
+    BidiStreamInterceptorSync,
+    MetadataInterceptorSync[Any],
+]
+"""Any synchronous interceptor."""
+
+
+# ---------------------------------------------------------------------------
+# chain composition (private): done once per endpoint, never per call
+
+_ASYNC_METHOD = {
+    StreamType.UNARY: "intercept_unary",
+    StreamType.CLIENT_STREAM: "intercept_client_stream",
+    StreamType.SERVER_STREAM: "intercept_server_stream",
+    StreamType.BIDI_STREAM: "intercept_bidi_stream",
+}
+_SYNC_METHOD = {
+    StreamType.UNARY: "intercept_unary_sync",
+    StreamType.CLIENT_STREAM: "intercept_client_stream_sync",
+    StreamType.SERVER_STREAM: "intercept_server_stream_sync",
+    StreamType.BIDI_STREAM: "intercept_bidi_stream_sync",
+}
+
+
+def _metadata_async(interceptor: Any, stream_type: StreamType, call_next: Any) -> Any:
+    on_start = interceptor.on_start
+    on_end = interceptor.on_end
+    if stream_type.streams_responses:
+
+        async def stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
+            token = await on_start(ctx)
+            try:
+                async for item in call_next(request, ctx):
+                    yield item
+            finally:
+                await on_end(token, ctx)
+
+        return stream
+
+    async def single(request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        token = await on_start(ctx)
+        try:
+            return await call_next(request, ctx)
+        finally:
+            await on_end(token, ctx)
+
+    return single
+
+
+def _metadata_sync(interceptor: Any, stream_type: StreamType, call_next: Any) -> Any:
+    on_start = interceptor.on_start_sync
+    on_end = interceptor.on_end_sync
+    if stream_type.streams_responses:
+
+        def stream(request: Any, ctx: RequestContext[Any, Any]) -> Iterator[Any]:
+            token = on_start(ctx)
+            try:
+                yield from call_next(request, ctx)
+            finally:
+                on_end(token, ctx)
+
+        return stream
+
+    def single(request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        token = on_start(ctx)
+        try:
+            return call_next(request, ctx)
+        finally:
+            on_end(token, ctx)
+
+    return single
+
+
+def compose(
+    interceptors: Iterable[Any], stream_type: StreamType, innermost: Any, *, sync: bool
+) -> Any:
+    """Wraps ``innermost`` in every interceptor that applies to ``stream_type``, first one outermost."""
+    method_name = (_SYNC_METHOD if sync else _ASYNC_METHOD)[stream_type]
+    start_name = "on_start_sync" if sync else "on_start"
+    wrap_metadata = _metadata_sync if sync else _metadata_async
+    call = innermost
+    for interceptor in reversed(list(interceptors)):
+        method = getattr(interceptor, method_name, None)
+        if method is not None:
+            call = functools.partial(method, call)
+        elif hasattr(interceptor, start_name):
+            call = wrap_metadata(interceptor, stream_type, call)
+    return call
