@@ -10,6 +10,7 @@ from anyio.abc import TaskGroup
 
 from . import HTTPVersion, Origin, Response
 from ._http1 import HTTP1Transport
+from ._http2 import HTTP2Transport, NotHTTP2
 
 if TYPE_CHECKING:
     from .._protocol import ClientRequest, RawHeaders
@@ -49,18 +50,40 @@ class HTTPClient:
         self.http_version = http_version
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._http1 = HTTP1Transport(self._ssl_context, max_connections, keepalive_expiry)
+        alpn = ["h2"] if http_version is HTTPVersion.HTTP2 else ["h2", "http/1.1"]
+        self._http2 = HTTP2Transport(self._ssl_context, alpn)
+        # Origins whose TLS server picked HTTP/1.1 when offered both.
+        self._http1_origins: set[Origin] = set()
 
-    def _transport(self, origin: Origin) -> HTTP1Transport:
-        return self._http1
+    def uses_http2(self, origin: Origin) -> bool:
+        """Whether calls to ``origin`` go over HTTP/2 (known once ALPN has answered)."""
+        if self.http_version is HTTPVersion.HTTP2:
+            return True
+        if self.http_version is HTTPVersion.HTTP1:
+            return False
+        return origin.tls and origin not in self._http1_origins
 
     def full_duplex(self, origin: Origin) -> bool:
         """Whether calls to ``origin`` can send and receive at the same time."""
-        return False
+        return self.uses_http2(origin)
 
     async def unary(
         self, origin: Origin, request: ClientRequest
     ) -> tuple[int, RawHeaders, bytes, RawHeaders | None]:
-        return await self._transport(origin).unary(origin, request)
+        if self.uses_http2(origin):
+            try:
+                return await self._http2.unary(origin, request)
+            except NotHTTP2:
+                self._not_http2(origin)
+        return await self._http1.unary(origin, request)
+
+    def _not_http2(self, origin: Origin) -> None:
+        if self.http_version is HTTPVersion.HTTP2:
+            from ..code import Code
+            from ..errors import ConnectError
+
+            raise ConnectError(Code.UNAVAILABLE, f"{origin.authority()} did not agree to HTTP/2 (ALPN)")
+        self._http1_origins.add(origin)
 
     async def open(
         self,
@@ -71,9 +94,15 @@ class HTTPClient:
     ) -> Response:
         """Starts an exchange. With ``pump``, a full-duplex transport sends ``body`` from a task
         there while the response is read; otherwise the body is sent first."""
-        return await self._transport(origin).open(origin, request, body, pump)
+        if self.uses_http2(origin):
+            try:
+                return await self._http2.open(origin, request, body, pump)
+            except NotHTTP2:
+                self._not_http2(origin)
+        return await self._http1.open(origin, request, body, pump)
 
     async def aclose(self) -> None:
+        await self._http2.aclose()
         await self._http1.aclose()
 
     async def __aenter__(self) -> HTTPClient:

@@ -1,0 +1,535 @@
+"""One HTTP/2 connection engine on ``h2`` over an anyio byte stream, for both roles.
+
+The client and the native server share it: frame pump, flow control both ways,
+stream bookkeeping, RST_STREAM and GOAWAY.
+
+Reading needs no background task. Whoever waits for something on a stream
+reads the socket on behalf of everyone while no one else does ("reader
+election"); the others sleep on their own stream's event and are woken when a
+frame concerns them, or when the reader leaves and one of them must take over.
+A server runs one task that reads for the whole connection instead.
+
+Memory stays bounded: a stream buffers at most its flow-control window, and
+window updates go out only as the application consumes data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from anyio.abc import ByteStream
+from h2.errors import ErrorCodes
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+DEFAULT_STREAM_WINDOW = 1 << 20
+"""Receive window per stream: what one stream may buffer before its reader consumes."""
+DEFAULT_CONNECTION_WINDOW = 16 << 20
+"""Receive window of the whole connection, across streams."""
+DEFAULT_MAX_FRAME = 1 << 16
+READ_SIZE = 1 << 16
+
+
+class StreamError(Exception):
+    """The stream is gone: reset by the peer (``code``), or its connection failed."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConnectionLost(StreamError):
+    """The connection ended before the stream did."""
+
+
+class H2Stream:
+    """One HTTP/2 stream: headers, data and trailers in each direction."""
+
+    __slots__ = (
+        "_conn",
+        "_data",
+        "_events",
+        "error",
+        "headers",
+        "id",
+        "local_closed",
+        "remote_ended",
+        "trailers",
+        "window_waiting",
+    )
+
+    def __init__(self, conn: H2Connection, stream_id: int) -> None:
+        self._conn = conn
+        self.id = stream_id
+        self.headers: RawHeaders | None = None
+        self.trailers: RawHeaders | None = None
+        self._data: deque[tuple[bytes, int]] = deque()
+        self.remote_ended = False
+        self.local_closed = False
+        self.error: StreamError | None = None
+        self._events: list[anyio.Event] = []
+        self.window_waiting = False
+
+    def _wake(self) -> None:
+        events = self._events
+        if events:
+            self._events = []
+            waiters = self._conn._waiters  # noqa: SLF001
+            for event in events:
+                waiters.pop(event, None)
+                event.set()
+
+    # -- receiving -------------------------------------------------------------
+
+    async def receive_headers(self) -> RawHeaders:
+        """The peer's headers (a response, or on the server side the request)."""
+        await self._conn._wait(self, lambda: self.headers is not None or self.error is not None)  # noqa: SLF001
+        if self.headers is None:
+            assert self.error is not None
+            raise self.error
+        return self.headers
+
+    async def receive_data(self) -> bytes:
+        """The next chunk of the body; ``b""`` once the peer ended the stream."""
+        conn = self._conn
+        await conn._wait(  # noqa: SLF001
+            self, lambda: bool(self._data) or self.remote_ended or self.error is not None
+        )
+        if self._data:
+            data, flow = self._data.popleft()
+            if flow:
+                conn._ack(self.id, flow)  # noqa: SLF001
+                await conn._flush()  # noqa: SLF001
+            return data
+        if self.error is not None and not self.remote_ended:
+            raise self.error
+        return b""
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send_headers(self, headers: RawHeaders, end_stream: bool = False) -> None:
+        conn = self._conn
+        self._check()
+        conn._h2.send_headers(self.id, headers, end_stream=end_stream)  # noqa: SLF001
+        if end_stream:
+            self._closed_locally()
+        await conn._flush()  # noqa: SLF001
+
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        """Sends ``data``, waiting for flow-control window as needed."""
+        conn = self._conn
+        h2conn = conn._h2  # noqa: SLF001
+        view = memoryview(data)
+        total = len(data)
+        pos = 0
+        while True:
+            self._check()
+            remaining = total - pos
+            if remaining == 0:
+                if end_stream:
+                    h2conn.end_stream(self.id)
+                    self._closed_locally()
+                    await conn._flush()  # noqa: SLF001
+                return
+            window = self._window()
+            if window <= 0:
+                self.window_waiting = True
+                try:
+                    await conn._wait(self, lambda: self._window() > 0 or self.error is not None)  # noqa: SLF001
+                finally:
+                    self.window_waiting = False
+                continue
+            n = min(remaining, window, h2conn.max_outbound_frame_size)
+            last = pos + n == total
+            h2conn.send_data(self.id, view[pos : pos + n], end_stream=end_stream and last)
+            pos += n
+            if end_stream and last:
+                self._closed_locally()
+            await conn._flush()  # noqa: SLF001
+            if last:
+                return
+
+    async def send_trailers(self, trailers: RawHeaders) -> None:
+        await self.send_headers(trailers, end_stream=True)
+
+    async def end(self) -> None:
+        """Ends our side of the stream."""
+        if self.local_closed:
+            return
+        self._check()
+        self._conn._h2.end_stream(self.id)  # noqa: SLF001
+        self._closed_locally()
+        await self._conn._flush()  # noqa: SLF001
+
+    async def reset(self, code: int = ErrorCodes.CANCEL) -> None:
+        """Aborts the stream (RST_STREAM); harmless if it already ended."""
+        await self._conn._reset(self, code)  # noqa: SLF001
+
+    def _closed_locally(self) -> None:
+        self.local_closed = True
+        if self.remote_ended:
+            self._conn._capacity_changed()  # noqa: SLF001
+
+    def _window(self) -> int:
+        try:
+            return self._conn._h2.local_flow_control_window(self.id)  # noqa: SLF001
+        except (h2.exceptions.StreamClosedError, KeyError):
+            return 0
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def closed(self) -> bool:
+        """Both sides ended (or the stream failed)."""
+        return (self.remote_ended and self.local_closed) or self.error is not None
+
+
+class H2Connection:
+    """An HTTP/2 connection in either role over an established byte stream."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        client: bool,
+        max_concurrent_streams: int | None = None,
+        stream_window: int = DEFAULT_STREAM_WINDOW,
+        connection_window: int = DEFAULT_CONNECTION_WINDOW,
+        max_header_list_size: int | None = None,
+        on_request: Callable[[H2Stream], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self.client = client
+        config = h2.config.H2Configuration(
+            client_side=client,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self._h2 = h2.connection.H2Connection(config=config)
+        self._streams: dict[int, H2Stream] = {}
+        self._write_lock = anyio.Lock()
+        self._reading = False
+        self._waiters: dict[anyio.Event, None] = {}
+        self._conn_waiters: list[anyio.Event] = []
+        self._on_request = on_request
+        self.error: StreamError | None = None
+        self.goaway_received = False
+        self.goaway_sent = False
+        self.last_stream_id: int | None = None
+        settings: dict[h2.settings.SettingCodes | int, int] = {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: DEFAULT_MAX_FRAME,
+        }
+        if client:
+            settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
+        if max_concurrent_streams is not None:
+            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
+        if max_header_list_size is not None:
+            settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_list_size
+        self._h2.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        self._connection_window = connection_window
+
+    async def start(self) -> None:
+        """Sends the preface and our settings."""
+        self._h2.initiate_connection()
+        extra = self._connection_window - 65535
+        if extra > 0:
+            self._h2.increment_flow_control_window(extra)
+        await self._flush()
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def max_outbound_streams(self) -> int:
+        return int(self._h2.remote_settings.max_concurrent_streams)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new streams may be opened on this connection."""
+        return self.error is None and not self.goaway_received and not self.goaway_sent
+
+    def has_capacity(self) -> bool:
+        return self.accepting and self._h2.open_outbound_streams < self.max_outbound_streams
+
+    # -- client role -------------------------------------------------------------
+
+    async def open_stream(self, headers: RawHeaders, end_stream: bool = False) -> H2Stream:
+        """Starts a request stream (client role)."""
+        if not self.accepting:
+            raise self.error or ConnectionLost(ErrorCodes.REFUSED_STREAM, "connection is closing")
+        stream_id = self._h2.get_next_available_stream_id()
+        stream = H2Stream(self, stream_id)
+        self._streams[stream_id] = stream
+        try:
+            self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+        except BaseException:
+            self._streams.pop(stream_id, None)
+            raise
+        stream.local_closed = end_stream
+        await self._flush()
+        return stream
+
+    async def wait_capacity(self) -> None:
+        """Waits until a stream may be opened (or the connection stops accepting)."""
+        while self.accepting and not self.has_capacity():
+            event = anyio.Event()
+            self._conn_waiters.append(event)
+            await event.wait()
+
+    # -- server role -------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Reads the connection until it ends (server role: the one reader)."""
+        self._reading = True
+        try:
+            while self.error is None:
+                await self._read_once()
+        finally:
+            self._reading = False
+
+    async def send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
+        """Tells the peer to open no more streams; streams in flight finish."""
+        if self.goaway_sent or self.error is not None:
+            return
+        self.goaway_sent = True
+        last = self._h2.highest_inbound_stream_id if not self.client else 0
+        self._h2.close_connection(error_code=code, last_stream_id=last)
+        with contextlib.suppress(Exception):
+            await self._flush()
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _wait(self, stream: H2Stream, ready: Callable[[], bool]) -> None:
+        """Waits until ``ready()``, reading the socket if no one else is."""
+        while not ready():
+            if self.error is not None:
+                if stream.error is None:
+                    stream.error = self.error
+                return
+            if not self._reading:
+                self._reading = True
+                try:
+                    while not ready() and self.error is None:
+                        await self._read_once()
+                finally:
+                    self._reading = False
+                    self._hand_off()
+                continue
+            event = anyio.Event()
+            stream._events.append(event)  # noqa: SLF001
+            self._waiters[event] = None
+            try:
+                await event.wait()
+            except BaseException:
+                self._waiters.pop(event, None)
+                with contextlib.suppress(ValueError):
+                    stream._events.remove(event)  # noqa: SLF001
+                # We may have been chosen to take over reading: pass that on.
+                if not self._reading:
+                    self._hand_off()
+                raise
+
+    def _hand_off(self) -> None:
+        """The reader left: wake one waiter to take over."""
+        if self._waiters:
+            event = next(iter(self._waiters))
+            del self._waiters[event]
+            event.set()
+
+    async def _read_once(self) -> None:
+        try:
+            data = await self._stream.receive(READ_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+            self._lost(f"connection closed: {type(e).__name__}")
+            return
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            self._lost(f"HTTP/2 protocol error: {e}")
+            with contextlib.suppress(Exception):
+                await self._flush()
+            return
+        for event in events:
+            self._dispatch(event)
+        await self._flush()
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is None or stream.error is not None:
+                # Nobody will read it: hand the window back now.
+                if event.flow_controlled_length:
+                    self._ack(event.stream_id, event.flow_controlled_length)
+                return
+            stream._data.append((event.data, event.flow_controlled_length))  # noqa: SLF001
+            stream._wake()  # noqa: SLF001
+        elif isinstance(event, h2.events.ResponseReceived | h2.events.RequestReceived):
+            if isinstance(event, h2.events.RequestReceived):
+                self._new_inbound(event.stream_id)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.headers = list(event.headers)
+                stream._wake()  # noqa: SLF001
+                if isinstance(event, h2.events.RequestReceived) and self._on_request is not None:
+                    self._on_request(stream)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.trailers = list(event.headers)
+                stream._wake()  # noqa: SLF001
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.remote_ended = True
+                stream._wake()  # noqa: SLF001
+                self._maybe_forget(stream)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self._streams.pop(event.stream_id, None)
+            if stream is not None:
+                stream.error = StreamError(
+                    event.error_code, f"stream reset by peer ({_code_name(event.error_code)})"
+                )
+                stream._wake()  # noqa: SLF001
+                self._capacity_changed()
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id == 0:
+                self._wake_window_waiters()
+            else:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._wake()  # noqa: SLF001
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._wake_window_waiters()
+            self._capacity_changed()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._goaway(event.error_code, event.last_stream_id)
+
+    def _new_inbound(self, stream_id: int) -> None:
+        if stream_id not in self._streams:
+            self._streams[stream_id] = H2Stream(self, stream_id)
+
+    def _goaway(self, code: int | None, last_stream_id: int | None) -> None:
+        self.goaway_received = True
+        self.last_stream_id = last_stream_id
+        for stream_id, stream in list(self._streams.items()):
+            if last_stream_id is not None and stream_id > last_stream_id:
+                self._streams.pop(stream_id, None)
+                stream.error = StreamError(ErrorCodes.REFUSED_STREAM, "stream refused by GOAWAY")
+                stream._wake()  # noqa: SLF001
+        if code:
+            self._lost(f"connection closed by peer (GOAWAY {_code_name(code)})")
+        self._capacity_changed()
+
+    def _lost(self, message: str) -> None:
+        if self.error is None:
+            self.error = ConnectionLost(ErrorCodes.INTERNAL_ERROR, message)
+        for stream in self._streams.values():
+            if stream.error is None and not (stream.remote_ended and stream.local_closed):
+                stream.error = self.error
+            stream._wake()  # noqa: SLF001
+        self._capacity_changed()
+
+    def _wake_window_waiters(self) -> None:
+        for stream in self._streams.values():
+            if stream.window_waiting:
+                stream._wake()  # noqa: SLF001
+
+    def _capacity_changed(self) -> None:
+        waiters, self._conn_waiters = self._conn_waiters, []
+        for event in waiters:
+            event.set()
+
+    def _maybe_forget(self, stream: H2Stream) -> None:
+        if stream.remote_ended and stream.local_closed and not stream._data:  # noqa: SLF001
+            self._streams.pop(stream.id, None)
+            self._capacity_changed()
+
+    def _ack(self, stream_id: int, size: int) -> None:
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+            self._h2.acknowledge_received_data(size, stream_id)
+
+    # -- writing -----------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Writes whatever h2 has queued, in order. Shielded: a half-written frame
+        would break the connection for every stream."""
+        if not self._h2._data_to_send:  # noqa: SLF001  (peek without draining)
+            return
+        with anyio.CancelScope(shield=True):
+            async with self._write_lock:
+                data = self._h2.data_to_send()
+                if not data or self.error is not None and self._write_failed:
+                    return
+                try:
+                    await self._stream.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+                    self._write_failed = True
+                    self._lost(f"connection closed while writing: {type(e).__name__}")
+
+    _write_failed = False
+
+    async def _reset(self, stream: H2Stream, code: int) -> None:
+        self._streams.pop(stream.id, None)
+        if stream.error is None:
+            stream.error = StreamError(code, "stream reset")
+        # Return the window of data that will now never be read.
+        for _, flow in stream._data:  # noqa: SLF001
+            if flow:
+                self._ack(stream.id, flow)
+        stream._data.clear()  # noqa: SLF001
+        if not (stream.remote_ended and stream.local_closed) and self.error is None:
+            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+                self._h2.reset_stream(stream.id, error_code=code)
+        stream._wake()  # noqa: SLF001
+        self._capacity_changed()
+        await self._flush()
+
+    def forget(self, stream: H2Stream) -> None:
+        """Drops a finished stream from the bookkeeping."""
+        if self._streams.get(stream.id) is stream:
+            del self._streams[stream.id]
+            self._capacity_changed()
+
+    async def aclose(self) -> None:
+        """Closes the connection (GOAWAY if possible, then the socket)."""
+        if self.error is None:
+            with anyio.move_on_after(1, shield=True):
+                await self.send_goaway()
+        self._lost("connection closed")
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await self._stream.aclose()
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return str(code)
+
+
+def strip_pseudo(headers: Iterable[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], RawHeaders]:
+    """Splits ``:pseudo`` headers from regular ones."""
+    pseudo: dict[bytes, bytes] = {}
+    regular: RawHeaders = []
+    for k, v in headers:
+        if k[:1] == b":":
+            pseudo[k] = v
+        else:
+            regular.append((k, v))
+    return pseudo, regular
