@@ -6,6 +6,7 @@ Nothing here knows which protocol is in use; it asks the protocol object
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -18,6 +19,7 @@ from anyio.abc import TaskGroup
 
 from . import _protocol as p
 from . import _protocol_connect as connect
+from . import _protocol_grpc as grpc
 from ._response_metadata import record_headers, record_trailers
 from ._transport import Origin, Response, map_errors
 from ._transport._http_client import HTTPClient
@@ -106,8 +108,7 @@ class ClientCore:
         )
         self.owns_http = http_client is None
         self.http = http_client or HTTPClient()
-        if protocol is not ProtocolType.CONNECT:
-            raise NotImplementedError(f"{protocol} is not available yet")
+        self.needs_http2 = protocol is ProtocolType.GRPC
 
     def new_context(
         self,
@@ -126,7 +127,10 @@ class ClientCore:
         return ctx
 
     def new_call(self, ctx: RequestContext[Any, Any], *, stream: bool) -> p.ClientCall:
-        return connect.client_call(
+        factory: Callable[..., p.ClientCall] = connect.client_call
+        if self.protocol is not ProtocolType.CONNECT:
+            factory = functools.partial(grpc.client_call, web=self.protocol is ProtocolType.GRPC_WEB)
+        return factory(
             stream=stream,
             method=ctx.method(),
             codec=self.codec,
@@ -152,7 +156,9 @@ class ClientCore:
         messages: list[Any] = []
         with anyio.CancelScope(deadline=self.deadline(ctx)) as scope:
             try:
-                status, headers, body, trailers = await self.http.unary(self.origin, http_request)
+                status, headers, body, trailers = await self.http.unary(
+                    self.origin, http_request, self.needs_http2
+                )
                 call.on_response_start(status, headers)
                 messages = call.feed(body)
                 messages += call.finish(trailers)
@@ -238,11 +244,12 @@ class StreamCall(Generic[REQ, RES]):
             request.body = call.encode_message(self._single)
             body = None
         pump = None
-        if self._state is not None and self._core.http.full_duplex(self._core.origin):
+        core = self._core
+        if self._state is not None and core.http.full_duplex(core.origin, core.needs_http2):
             pump = self._state.task_group
         try:
             with self._scope() as scope:
-                response = await self._core.http.open(self._core.origin, request, body, pump)
+                response = await core.http.open(core.origin, request, body, pump, core.needs_http2)
             if scope.cancelled_caught:
                 raise deadline_error()
             self._response = response

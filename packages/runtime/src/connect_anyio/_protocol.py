@@ -53,6 +53,9 @@ class WholeResponse:
     start: ResponseStart
     body: bytes
     trailers: RawHeaders | None = None
+    trailers_only: bool = False
+    """The body is empty and a transport that can may send headers and trailers as one
+    header block that ends the stream (gRPC's Trailers-Only)."""
 
 
 class ProtocolError(Exception):

@@ -100,6 +100,8 @@ async def serve_http(router: Router, scope: Scope, receive: Receive, send: Send)
         io=io,
         server_address=headers.get("host") or _address(scope.get("server")),
         client_address=_address(scope.get("client")),
+        http_version=scope.get("http_version", "1.1"),
+        trailers="http.response.trailers" in (scope.get("extensions") or {}),
     )
 
 

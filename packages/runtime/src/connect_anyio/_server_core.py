@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 
 from . import _protocol as p
 from . import _protocol_connect as connect
+from . import _protocol_grpc as grpc
 from .code import Code
 from .codec import Codec, proto_binary_codec, proto_json_codec
 from .errors import ConnectError
@@ -51,11 +52,18 @@ class ServerIO(Protocol):
         """Returns when the client goes away (called once the body is fully read)."""
         ...
 
-    async def send_start(self, start: p.ResponseStart, body: bytes, end: bool) -> None: ...
+    async def send_start(self, start: p.ResponseStart, body: bytes, end: bool) -> None:
+        """Sends the status and headers, then ``body``; ``end`` when it is the last body chunk
+        (trailers may still follow when ``start.trailers``)."""
+        ...
 
-    async def send_body(self, body: bytes, end: bool) -> None: ...
+    async def send_body(self, body: bytes, end: bool) -> None:
+        """Sends a body chunk; ``end`` when it is the last one."""
+        ...
 
-    async def send_trailers(self, trailers: p.RawHeaders) -> None: ...
+    async def send_trailers(self, trailers: p.RawHeaders) -> None:
+        """Sends the trailers (after the last body chunk); ends the response."""
+        ...
 
 
 @dataclass(slots=True)
@@ -104,7 +112,8 @@ class ServerConfig:
     def accept_post(self) -> bytes:
         names = list(self.codecs)
         types = [f"application/{n}" for n in names]
-        types += [f"application/connect+{n}" for n in names]
+        for prefix in ("application/connect+", "application/grpc+", "application/grpc-web+"):
+            types += [prefix + n for n in names]
         return ", ".join(types).encode()
 
 
@@ -133,8 +142,14 @@ def select_call(
     query: str,
     headers: Headers,
     config: ServerConfig,
+    http_version: str = "1.1",
+    trailers: bool = False,
 ) -> p.ServerCall:
-    """The protocol call for a request, or ``ProtocolError`` for a bare HTTP answer."""
+    """The protocol call for a request, or ``ProtocolError`` for a bare HTTP answer.
+
+    ``http_version`` and ``trailers`` (whether the server can send HTTP trailers)
+    decide whether gRPC, which needs both HTTP/2 and trailers, can be served.
+    """
     if route is None:
         raise p.ProtocolError(404, list(_TEXT), b"404 Not Found\n")
     if http_method == "GET":
@@ -172,6 +187,27 @@ def select_call(
                 query=query,
                 codec=codec,
                 stream=stream,
+                table=config.compressions,
+                read_max_bytes=config.read_max_bytes,
+                compress_min_bytes=config.compress_min_bytes,
+            )
+    grpc_kind = grpc.classify(content_type or "")
+    if grpc_kind is not None:
+        web, codec_name = grpc_kind
+        codec = config.codecs.get(codec_name)
+        if codec is not None:
+            if not web and (not http_version.startswith("2") or not trailers):
+                raise p.ProtocolError(
+                    505,
+                    list(_TEXT),
+                    b"gRPC needs HTTP/2 with trailers; use gRPC-Web or Connect over HTTP/1.1\n",
+                )
+            return grpc.GRPCServerCall(
+                web=web,
+                content_type=(content_type or "").split(";", 1)[0].strip().lower(),
+                method=route.method,
+                headers=headers,
+                codec=codec,
                 table=config.compressions,
                 read_max_bytes=config.read_max_bytes,
                 compress_min_bytes=config.compress_min_bytes,
@@ -271,8 +307,12 @@ async def _watch(io: ServerIO, scope: anyio.CancelScope) -> None:
 
 
 async def _send_whole(io: ServerIO, response: p.WholeResponse) -> None:
-    end = response.trailers is None
-    await io.send_start(response.start, response.body, end)
+    if response.trailers_only and response.trailers is not None:
+        send_trailers_only = getattr(io, "send_trailers_only", None)
+        if send_trailers_only is not None:
+            await send_trailers_only(response.start, response.trailers)
+            return
+    await io.send_start(response.start, response.body, True)
     if response.trailers is not None:
         await io.send_trailers(response.trailers)
 
@@ -381,7 +421,7 @@ async def _run_streaming_response(
         await _send_whole(io, call.whole_response(None, error, ctx._response_headers, trailers))  # noqa: SLF001
         return
     tail, http_trailers = call.end_stream(error, trailers)
-    await io.send_body(tail, http_trailers is None)
+    await io.send_body(tail, True)
     if http_trailers is not None:
         await io.send_trailers(http_trailers)
 
@@ -403,6 +443,8 @@ class Router:
         io: ServerIO,
         server_address: str | None,
         client_address: str | None,
+        http_version: str = "1.1",
+        trailers: bool = False,
     ) -> None:
         route = self.routes.get(path)
         try:
@@ -413,6 +455,8 @@ class Router:
                 query=query,
                 headers=headers,
                 config=self.config,
+                http_version=http_version,
+                trailers=trailers,
             )
         except p.ProtocolError as e:
             await io.send_start(p.ResponseStart(e.status, e.headers), e.body, True)

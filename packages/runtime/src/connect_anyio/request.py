@@ -43,11 +43,11 @@ class Headers(MutableMapping[str, str]):
 
     @classmethod
     def _from_wire(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-        """Builds headers from lower-case ``(name, value)`` byte pairs, as ASGI and h2 give them."""
+        """Builds headers from ``(name, value)`` byte pairs, as ASGI, h11 and h2 give them."""
         headers = cls.__new__(cls)
         store: dict[str, list[str]] = {}
         for key, value in raw:
-            k = key.decode("latin-1")
+            k = key.decode("latin-1").lower()
             v = value.decode("latin-1")
             values = store.get(k)
             if values is None:

@@ -55,30 +55,40 @@ class HTTPClient:
         # Origins whose TLS server picked HTTP/1.1 when offered both.
         self._http1_origins: set[Origin] = set()
 
-    def uses_http2(self, origin: Origin) -> bool:
-        """Whether calls to ``origin`` go over HTTP/2 (known once ALPN has answered)."""
+    def uses_http2(self, origin: Origin, required: bool = False) -> bool:
+        """Whether calls to ``origin`` go over HTTP/2 (known once ALPN has answered).
+
+        ``required`` (gRPC) means HTTP/2 even for ``http://`` (h2c prior knowledge).
+        """
         if self.http_version is HTTPVersion.HTTP2:
             return True
         if self.http_version is HTTPVersion.HTTP1:
+            if required:
+                from ..code import Code
+                from ..errors import ConnectError
+
+                raise ConnectError(Code.UNAVAILABLE, "gRPC needs HTTP/2, but the HTTP client is HTTP/1.1 only")
             return False
+        if required:
+            return True
         return origin.tls and origin not in self._http1_origins
 
-    def full_duplex(self, origin: Origin) -> bool:
+    def full_duplex(self, origin: Origin, required: bool = False) -> bool:
         """Whether calls to ``origin`` can send and receive at the same time."""
-        return self.uses_http2(origin)
+        return self.uses_http2(origin, required)
 
     async def unary(
-        self, origin: Origin, request: ClientRequest
+        self, origin: Origin, request: ClientRequest, http2_required: bool = False
     ) -> tuple[int, RawHeaders, bytes, RawHeaders | None]:
-        if self.uses_http2(origin):
+        if self.uses_http2(origin, http2_required):
             try:
                 return await self._http2.unary(origin, request)
             except NotHTTP2:
-                self._not_http2(origin)
+                self._not_http2(origin, http2_required)
         return await self._http1.unary(origin, request)
 
-    def _not_http2(self, origin: Origin) -> None:
-        if self.http_version is HTTPVersion.HTTP2:
+    def _not_http2(self, origin: Origin, required: bool = False) -> None:
+        if self.http_version is HTTPVersion.HTTP2 or required:
             from ..code import Code
             from ..errors import ConnectError
 
@@ -91,14 +101,15 @@ class HTTPClient:
         request: ClientRequest,
         body: AsyncIterable[bytes] | None,
         pump: TaskGroup | None,
+        http2_required: bool = False,
     ) -> Response:
         """Starts an exchange. With ``pump``, a full-duplex transport sends ``body`` from a task
         there while the response is read; otherwise the body is sent first."""
-        if self.uses_http2(origin):
+        if self.uses_http2(origin, http2_required):
             try:
                 return await self._http2.open(origin, request, body, pump)
             except NotHTTP2:
-                self._not_http2(origin)
+                self._not_http2(origin, http2_required)
         return await self._http1.open(origin, request, body, pump)
 
     async def aclose(self) -> None:
