@@ -1,4 +1,4 @@
-"""Every task a person runs: ``nox -s demo|tests|lint|typecheck|generate|checkgenerate|conformance|bench``.
+"""Every task a person runs: ``nox -s <session>``, see ``nox --list``.
 
 Each session installs what it needs into its own virtualenv under .nox/, so a
 fresh machine needs nothing but Python and nox.
@@ -7,7 +7,6 @@ fresh machine needs nothing but Python and nox.
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -84,7 +83,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Lint, type-check, then the whole test suite (unit, end-to-end, codegen, conformance package)."""
+    """Lint, type-check, then every test: unit, end-to-end, codegen, conformance package."""
     session.install(*TEST_DEPS, *LINT_DEPS, *TYPE_DEPS, PROTOC)
     _install_packages(session)
     _lint(session)
@@ -151,7 +150,7 @@ def checkgenerate(session: nox.Session) -> None:
                 if not filecmp.cmp(fresh / out / p, ROOT / out / p, shallow=False)
             ]
         if problems:
-            session.error("generated code is not current; run `nox -s generate`:\n" + "\n".join(problems))
+            session.error(
+                "generated code is not current; run `nox -s generate`:\n" + "\n".join(problems)
+            )
         session.log("generated code is current")
-
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -96,6 +96,7 @@ class ClientCore:
         self.protocol = protocol
         self.codec = codec or proto_binary_codec()
         self.send_compression = resolve_compression(send_compression)
+        accepted: list[Compression]
         if accept_compression is None:
             accepted = [GzipCompression(), BrotliCompression(), ZstdCompression()]
         else:
@@ -113,7 +114,7 @@ class ClientCore:
     def new_context(
         self,
         method: MethodInfo[Any, Any],
-        headers: Headers | Iterable[tuple[str, str]] | dict[str, str] | None,
+        headers: Headers | Mapping[str, str] | None,
         timeout_ms: int | None,
         http_method: str = "POST",
     ) -> RequestContext[Any, Any]:
@@ -129,7 +130,9 @@ class ClientCore:
     def new_call(self, ctx: RequestContext[Any, Any], *, stream: bool) -> p.ClientCall:
         factory: Callable[..., p.ClientCall] = connect.client_call
         if self.protocol is not ProtocolType.CONNECT:
-            factory = functools.partial(grpc.client_call, web=self.protocol is ProtocolType.GRPC_WEB)
+            factory = functools.partial(
+                grpc.client_call, web=self.protocol is ProtocolType.GRPC_WEB
+            )
         return factory(
             stream=stream,
             method=ctx.method(),

@@ -83,7 +83,7 @@ class H2Stream:
         events = self._events
         if events:
             self._events = []
-            waiters = self._conn._waiters  # noqa: SLF001
+            waiters = self._conn._waiters
             for event in events:
                 waiters.pop(event, None)
                 event.set()
@@ -92,7 +92,7 @@ class H2Stream:
 
     async def receive_headers(self) -> RawHeaders:
         """The peer's headers (a response, or on the server side the request)."""
-        await self._conn._wait(self, lambda: self.headers is not None or self.error is not None)  # noqa: SLF001
+        await self._conn._wait(self, lambda: self.headers is not None or self.error is not None)
         if self.headers is None:
             assert self.error is not None
             raise self.error
@@ -101,14 +101,14 @@ class H2Stream:
     async def receive_data(self) -> bytes:
         """The next chunk of the body; ``b""`` once the peer ended the stream."""
         conn = self._conn
-        await conn._wait(  # noqa: SLF001
+        await conn._wait(
             self, lambda: bool(self._data) or self.remote_ended or self.error is not None
         )
         if self._data:
             data, flow = self._data.popleft()
             if flow:
-                conn._ack(self.id, flow)  # noqa: SLF001
-                await conn._flush()  # noqa: SLF001
+                conn._ack(self.id, flow)
+                await conn._flush()
             return data
         if self.error is not None and not self.remote_ended:
             raise self.error
@@ -119,15 +119,15 @@ class H2Stream:
     async def send_headers(self, headers: RawHeaders, end_stream: bool = False) -> None:
         conn = self._conn
         self._check()
-        conn._h2.send_headers(self.id, headers, end_stream=end_stream)  # noqa: SLF001
+        conn._h2.send_headers(self.id, headers, end_stream=end_stream)
         if end_stream:
             self._closed_locally()
-        await conn._flush()  # noqa: SLF001
+        await conn._flush()
 
     async def send_data(self, data: bytes, end_stream: bool = False) -> None:
         """Sends ``data``, waiting for flow-control window as needed."""
         conn = self._conn
-        h2conn = conn._h2  # noqa: SLF001
+        h2conn = conn._h2
         view = memoryview(data)
         total = len(data)
         pos = 0
@@ -138,13 +138,13 @@ class H2Stream:
                 if end_stream:
                     h2conn.end_stream(self.id)
                     self._closed_locally()
-                    await conn._flush()  # noqa: SLF001
+                    await conn._flush()
                 return
             window = self._window()
             if window <= 0:
                 self.window_waiting = True
                 try:
-                    await conn._wait(self, lambda: self._window() > 0 or self.error is not None)  # noqa: SLF001
+                    await conn._wait(self, lambda: self._window() > 0 or self.error is not None)
                 finally:
                     self.window_waiting = False
                 continue
@@ -154,7 +154,7 @@ class H2Stream:
             pos += n
             if end_stream and last:
                 self._closed_locally()
-            await conn._flush()  # noqa: SLF001
+            await conn._flush()
             if last:
                 return
 
@@ -166,22 +166,22 @@ class H2Stream:
         if self.local_closed:
             return
         self._check()
-        self._conn._h2.end_stream(self.id)  # noqa: SLF001
+        self._conn._h2.end_stream(self.id)
         self._closed_locally()
-        await self._conn._flush()  # noqa: SLF001
+        await self._conn._flush()
 
     async def reset(self, code: int = ErrorCodes.CANCEL) -> None:
         """Aborts the stream (RST_STREAM); harmless if it already ended."""
-        await self._conn._reset(self, code)  # noqa: SLF001
+        await self._conn._reset(self, code)
 
     def _closed_locally(self) -> None:
         self.local_closed = True
         if self.remote_ended:
-            self._conn._capacity_changed()  # noqa: SLF001
+            self._conn._capacity_changed()
 
     def _window(self) -> int:
         try:
-            return self._conn._h2.local_flow_control_window(self.id)  # noqa: SLF001
+            return self._conn._h2.local_flow_control_window(self.id)
         except (h2.exceptions.StreamClosedError, KeyError):
             return 0
 
@@ -228,7 +228,7 @@ class H2Connection:
         self.goaway_received = False
         self.goaway_sent = False
         self.last_stream_id: int | None = None
-        settings: dict[h2.settings.SettingCodes | int, int] = {
+        settings: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: DEFAULT_MAX_FRAME,
         }
@@ -332,18 +332,21 @@ class H2Connection:
                     self._hand_off()
                 continue
             event = anyio.Event()
-            stream._events.append(event)  # noqa: SLF001
+            stream._events.append(event)
             self._waiters[event] = None
             try:
                 await event.wait()
             except BaseException:
                 self._waiters.pop(event, None)
                 with contextlib.suppress(ValueError):
-                    stream._events.remove(event)  # noqa: SLF001
+                    stream._events.remove(event)
                 # We may have been chosen to take over reading: pass that on.
-                if not self._reading:
-                    self._hand_off()
+                self._hand_off_if_unread()
                 raise
+
+    def _hand_off_if_unread(self) -> None:
+        if not self._reading:
+            self._hand_off()
 
     def _hand_off(self) -> None:
         """The reader left: wake one waiter to take over."""
@@ -355,7 +358,12 @@ class H2Connection:
     async def _read_once(self) -> None:
         try:
             data = await self._stream.receive(READ_SIZE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+        except (
+            anyio.EndOfStream,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            OSError,
+        ) as e:
             self._lost(f"connection closed: {type(e).__name__}")
             return
         try:
@@ -377,27 +385,27 @@ class H2Connection:
                 if event.flow_controlled_length:
                     self._ack(event.stream_id, event.flow_controlled_length)
                 return
-            stream._data.append((event.data, event.flow_controlled_length))  # noqa: SLF001
-            stream._wake()  # noqa: SLF001
+            stream._data.append((event.data, event.flow_controlled_length))
+            stream._wake()
         elif isinstance(event, h2.events.ResponseReceived | h2.events.RequestReceived):
             if isinstance(event, h2.events.RequestReceived):
                 self._new_inbound(event.stream_id)
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.headers = list(event.headers)
-                stream._wake()  # noqa: SLF001
+                stream._wake()
                 if isinstance(event, h2.events.RequestReceived) and self._on_request is not None:
                     self._on_request(stream)
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.trailers = list(event.headers)
-                stream._wake()  # noqa: SLF001
+                stream._wake()
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.remote_ended = True
-                stream._wake()  # noqa: SLF001
+                stream._wake()
                 self._maybe_forget(stream)
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.pop(event.stream_id, None)
@@ -405,7 +413,7 @@ class H2Connection:
                 stream.error = StreamError(
                     event.error_code, f"stream reset by peer ({_code_name(event.error_code)})"
                 )
-                stream._wake()  # noqa: SLF001
+                stream._wake()
                 self._capacity_changed()
         elif isinstance(event, h2.events.WindowUpdated):
             if event.stream_id == 0:
@@ -413,7 +421,7 @@ class H2Connection:
             else:
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
-                    stream._wake()  # noqa: SLF001
+                    stream._wake()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._wake_window_waiters()
             self._capacity_changed()
@@ -431,7 +439,7 @@ class H2Connection:
             if last_stream_id is not None and stream_id > last_stream_id:
                 self._streams.pop(stream_id, None)
                 stream.error = StreamError(ErrorCodes.REFUSED_STREAM, "stream refused by GOAWAY")
-                stream._wake()  # noqa: SLF001
+                stream._wake()
         if code:
             self._lost(f"connection closed by peer (GOAWAY {_code_name(code)})")
         self._capacity_changed()
@@ -442,13 +450,13 @@ class H2Connection:
         for stream in self._streams.values():
             if stream.error is None and not (stream.remote_ended and stream.local_closed):
                 stream.error = self.error
-            stream._wake()  # noqa: SLF001
+            stream._wake()
         self._capacity_changed()
 
     def _wake_window_waiters(self) -> None:
         for stream in self._streams.values():
             if stream.window_waiting:
-                stream._wake()  # noqa: SLF001
+                stream._wake()
 
     def _capacity_changed(self) -> None:
         waiters, self._conn_waiters = self._conn_waiters, []
@@ -456,12 +464,14 @@ class H2Connection:
             event.set()
 
     def _maybe_forget(self, stream: H2Stream) -> None:
-        if stream.remote_ended and stream.local_closed and not stream._data:  # noqa: SLF001
+        if stream.remote_ended and stream.local_closed and not stream._data:
             self._streams.pop(stream.id, None)
             self._capacity_changed()
 
     def _ack(self, stream_id: int, size: int) -> None:
-        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+        with contextlib.suppress(
+            h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError
+        ):
             self._h2.acknowledge_received_data(size, stream_id)
 
     # -- writing -----------------------------------------------------------------
@@ -469,12 +479,12 @@ class H2Connection:
     async def _flush(self) -> None:
         """Writes whatever h2 has queued, in order. Shielded: a half-written frame
         would break the connection for every stream."""
-        if not self._h2._data_to_send:  # noqa: SLF001  (peek without draining)
+        if not self._h2._data_to_send:
             return
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
                 data = self._h2.data_to_send()
-                if not data or self.error is not None and self._write_failed:
+                if not data or (self.error is not None and self._write_failed):
                     return
                 try:
                     await self._stream.send(data)
@@ -489,14 +499,16 @@ class H2Connection:
         if stream.error is None:
             stream.error = StreamError(code, "stream reset")
         # Return the window of data that will now never be read.
-        for _, flow in stream._data:  # noqa: SLF001
+        for _, flow in stream._data:
             if flow:
                 self._ack(stream.id, flow)
-        stream._data.clear()  # noqa: SLF001
+        stream._data.clear()
         if not (stream.remote_ended and stream.local_closed) and self.error is None:
-            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+            with contextlib.suppress(
+                h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError
+            ):
                 self._h2.reset_stream(stream.id, error_code=code)
-        stream._wake()  # noqa: SLF001
+        stream._wake()
         self._capacity_changed()
         await self._flush()
 

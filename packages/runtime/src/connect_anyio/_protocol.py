@@ -141,7 +141,9 @@ def message_too_large(size: int, limit: int) -> ConnectError:
     )
 
 
-def decode_message(codec: Codec[Any, Any], data: bytes | memoryview, cls: type[Any], code: Code) -> Any:
+def decode_message(
+    codec: Codec[Any, Any], data: bytes | memoryview, cls: type[Any], code: Code
+) -> Any:
     try:
         return codec.decode(data, cls)
     except Exception as e:
@@ -275,11 +277,11 @@ class ClientCall:
         raise NotImplementedError
 
     def on_response_start(self, status: int, headers: RawHeaders) -> None:
-        """Validates the response head; raises ``ConnectError`` when it already says the call failed."""
+        """Checks the response head; raises ``ConnectError`` if it already says the call failed."""
         raise NotImplementedError
 
     def feed(self, chunk: bytes) -> list[Any]:
-        """Response body bytes in, messages out; raises ``ConnectError`` when the stream reports one."""
+        """Body bytes in, messages out; raises ``ConnectError`` if the stream reports one."""
         raise NotImplementedError
 
     def finish(self, trailers: RawHeaders | None) -> list[Any]:

@@ -110,7 +110,7 @@ def end_stream_json(error: ConnectError | None, trailers: Headers | None) -> byt
 
 
 def _merged(trailers: Headers | None, error: ConnectError | None) -> Headers | None:
-    if error is None or not error._metadata:  # noqa: SLF001
+    if error is None or not error._metadata:
         return trailers
     out = trailers.copy() if trailers else Headers()
     for k, v in error.metadata.allitems():
@@ -124,7 +124,9 @@ def parse_timeout_ms(value: str | None) -> float | None:
         return None
     v = value.strip()
     if not v.isdigit() or len(v) > 10:
-        raise ConnectError(Code.INVALID_ARGUMENT, f"protocol error: invalid connect-timeout-ms {value!r}")
+        raise ConnectError(
+            Code.INVALID_ARGUMENT, f"protocol error: invalid connect-timeout-ms {value!r}"
+        )
     return float(int(v))
 
 
@@ -225,14 +227,16 @@ class _ConnectServerCall(p.ServerCall):
 
 
 class ConnectUnaryServerCall(_ConnectServerCall):
-    """Connect unary: a bare message in (POST body or GET query), a bare message or JSON error out."""
+    """Connect unary: a bare message in (POST body or GET query), a message or JSON error out."""
 
     __slots__ = ("_body", "_get_message")
 
     def __init__(self, *, query: str = "", **kwargs: Any) -> None:
         self._body = bytearray()
         self._get_message: bytes | None = None
-        super().__init__(encoding_header="content-encoding", accept_header="accept-encoding", **kwargs)
+        super().__init__(
+            encoding_header="content-encoding", accept_header="accept-encoding", **kwargs
+        )
         if kwargs["http_method"] == "GET" and self.request_error is None:
             try:
                 self._parse_get(query)
@@ -251,7 +255,9 @@ class ConnectUnaryServerCall(_ConnectServerCall):
             try:
                 raw = p.decode_binary_header(message)
             except ValueError as e:
-                raise ConnectError(Code.INVALID_ARGUMENT, f"invalid base64 in message: {e}") from None
+                raise ConnectError(
+                    Code.INVALID_ARGUMENT, f"invalid base64 in message: {e}"
+                ) from None
         else:
             raw = message.encode()
         compression = params.get("compression", [None])[0]
@@ -271,7 +277,9 @@ class ConnectUnaryServerCall(_ConnectServerCall):
         return []
 
     def finish(self) -> list[Any]:
-        data: bytes | memoryview = self._get_message if self._get_message is not None else self._body
+        data: bytes | memoryview = (
+            self._get_message if self._get_message is not None else memoryview(self._body)
+        )
         compressed = self._req_compression is not None and len(data) > 0
         payload = self._decompress_limit(data, compressed)
         return [p.decode_message(self.codec, payload, self.method.input, Code.INVALID_ARGUMENT)]
@@ -320,14 +328,20 @@ class ConnectStreamServerCall(_ConnectServerCall):
         out = []
         for flags, data in envelopes:
             if flags & FLAG_CONNECT_END_STREAM:
-                raise ConnectError(Code.INVALID_ARGUMENT, "protocol error: end-stream flag in a request")
+                raise ConnectError(
+                    Code.INVALID_ARGUMENT, "protocol error: end-stream flag in a request"
+                )
             payload = self._decompress_limit(data, bool(flags & FLAG_COMPRESSED))
-            out.append(p.decode_message(self.codec, payload, self.method.input, Code.INVALID_ARGUMENT))
+            out.append(
+                p.decode_message(self.codec, payload, self.method.input, Code.INVALID_ARGUMENT)
+            )
         return out
 
     def finish(self) -> list[Any]:
         if self._decoder.pending:
-            raise ConnectError(Code.INVALID_ARGUMENT, "protocol error: incomplete envelope at end of request")
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, "protocol error: incomplete envelope at end of request"
+            )
         return []
 
     def start_stream(self, headers: Headers | None) -> p.ResponseStart:
@@ -559,11 +573,13 @@ class ConnectUnaryClientCall(_ConnectClientCall):
     def finish(self, trailers: p.RawHeaders | None) -> list[Any]:
         if self._status != 200:
             raise self._error_from_body()
-        payload = self._decompress_limit(self._body, self._res_compression is not None and bool(self._body))
+        payload = self._decompress_limit(
+            memoryview(self._body), self._res_compression is not None and bool(self._body)
+        )
         return [p.decode_message(self.codec, payload, self.method.output, Code.INTERNAL)]
 
     def _error_from_body(self) -> ConnectError:
-        body: bytes | memoryview = self._body
+        body: bytes | memoryview = memoryview(self._body)
         if body and self._res_compression is not None:
             try:
                 body = self._res_compression.decompress(body, self._read_max)
@@ -648,7 +664,9 @@ class ConnectStreamClientCall(_ConnectClientCall):
         try:
             body = json.loads(bytes(payload))
         except ValueError:
-            raise ConnectError(Code.INTERNAL, "protocol error: invalid end-stream message") from None
+            raise ConnectError(
+                Code.INTERNAL, "protocol error: invalid end-stream message"
+            ) from None
         if not isinstance(body, dict):
             raise ConnectError(Code.INTERNAL, "protocol error: invalid end-stream message")
         meta = body.get("metadata") or {}
@@ -660,7 +678,9 @@ class ConnectStreamClientCall(_ConnectClientCall):
         if "error" in body:
             err = error_from_dict(body["error"], metadata=self._meta())
             if err is None:
-                raise ConnectError(Code.INTERNAL, "protocol error: invalid error in end-stream message")
+                raise ConnectError(
+                    Code.INTERNAL, "protocol error: invalid error in end-stream message"
+                )
             self._pending_error = err
 
     _pending_error: ConnectError | None = None
@@ -681,16 +701,22 @@ class ConnectStreamClientCall(_ConnectClientCall):
             ct = (self.response_headers.get("content-type") or "").split(";", 1)[0].strip()
             if self._error_body and ct == "application/json":
                 try:
-                    err = error_from_dict(json.loads(bytes(self._error_body)), metadata=self._meta())
+                    err = error_from_dict(
+                        json.loads(bytes(self._error_body)), metadata=self._meta()
+                    )
                 except ValueError:
                     err = None
             raise err or ConnectError(
-                Code.from_http_status(self._status), f"HTTP status {self._status}", metadata=self._meta()
+                Code.from_http_status(self._status),
+                f"HTTP status {self._status}",
+                metadata=self._meta(),
             )
         if self._pending_error is not None:
             raise self.take_error()  # type: ignore[misc]
         if not self._ended:
-            raise ConnectError(Code.INTERNAL, "protocol error: stream ended without an end-stream message")
+            raise ConnectError(
+                Code.INTERNAL, "protocol error: stream ended without an end-stream message"
+            )
         return []
 
 

@@ -86,7 +86,7 @@ def status_trailers(error: ConnectError | None, trailers: Headers | None) -> p.R
                     base64.b64encode(status.SerializeToString()).rstrip(b"="),
                 )
             )
-        if error._metadata:  # noqa: SLF001
+        if error._metadata:
             raw.extend(p.user_headers(error.metadata))
     if trailers:
         raw.extend(p.user_headers(trailers))
@@ -100,7 +100,9 @@ def error_from_status(headers: Headers, metadata: Headers) -> ConnectError | Non
     """
     raw_status = headers.get("grpc-status")
     if raw_status is None:
-        raise ConnectError(Code.INTERNAL, "protocol error: no grpc-status in trailers", metadata=metadata)
+        raise ConnectError(
+            Code.INTERNAL, "protocol error: no grpc-status in trailers", metadata=metadata
+        )
     try:
         number = int(raw_status.strip())
     except ValueError:
@@ -204,12 +206,16 @@ class GRPCServerCall(p.ServerCall):
                 if self._read_max is not None and len(data) > self._read_max:
                     raise p.message_too_large(len(data), self._read_max)
                 payload = data
-            out.append(p.decode_message(self.codec, payload, self.method.input, Code.INVALID_ARGUMENT))
+            out.append(
+                p.decode_message(self.codec, payload, self.method.input, Code.INVALID_ARGUMENT)
+            )
         return out
 
     def finish(self) -> list[Any]:
         if self._decoder.pending:
-            raise ConnectError(Code.INVALID_ARGUMENT, "protocol error: incomplete envelope at end of request")
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, "protocol error: incomplete envelope at end of request"
+            )
         return []
 
     def _head(self, headers: Headers | None) -> p.RawHeaders:
@@ -347,7 +353,7 @@ class GRPCClientCall(p.ClientCall):
 
     def on_response_start(self, status: int, headers: p.RawHeaders) -> None:
         self._status = status
-        h = Headers._from_wire(headers)  # noqa: SLF001
+        h = Headers._from_wire(headers)
         self.response_headers = h
         if status != 200:
             raise ConnectError(
@@ -362,7 +368,9 @@ class GRPCClientCall(p.ClientCall):
         expected = "application/grpc-web" if self.web else "application/grpc"
         if not (ct == expected or ct.startswith(expected + "+")):
             raise ConnectError(
-                Code.UNKNOWN, f"invalid content-type: {ct!r}; expecting {expected!r}", metadata=self._meta()
+                Code.UNKNOWN,
+                f"invalid content-type: {ct!r}; expecting {expected!r}",
+                metadata=self._meta(),
             )
         if self._trailers_only:
             return
@@ -403,14 +411,18 @@ class GRPCClientCall(p.ClientCall):
 
     def finish(self, trailers: p.RawHeaders | None) -> list[Any]:
         if self._decoder.pending:
-            raise ConnectError(Code.INTERNAL, "protocol error: incomplete envelope at end of response")
+            raise ConnectError(
+                Code.INTERNAL, "protocol error: incomplete envelope at end of response"
+            )
         if not self._trailers_only:
             raw = self._web_trailers if self.web else trailers
             if raw is None:
                 raise ConnectError(
-                    Code.INTERNAL, "protocol error: response ended without trailers", metadata=self._meta()
+                    Code.INTERNAL,
+                    "protocol error: response ended without trailers",
+                    metadata=self._meta(),
                 )
-            self.response_trailers = Headers._from_wire(raw)  # noqa: SLF001
+            self.response_trailers = Headers._from_wire(raw)
         error = error_from_status(self.response_trailers, self._meta())
         if error is not None:
             raise error

@@ -60,11 +60,11 @@ class ResponseMetadata:
 def record_headers(headers: Headers) -> None:
     meta = _current.get()
     if meta is not None:
-        meta._headers = headers  # noqa: SLF001
-        meta._trailers = Headers()  # noqa: SLF001
+        meta._headers = headers
+        meta._trailers = Headers()
 
 
 def record_trailers(trailers: Headers) -> None:
     meta = _current.get()
     if meta is not None:
-        meta._trailers = trailers  # noqa: SLF001
+        meta._trailers = trailers

@@ -85,7 +85,7 @@ def _address(pair: Any) -> str | None:
 
 
 async def serve_http(router: Router, scope: Scope, receive: Receive, send: Send) -> None:
-    headers = Headers._from_wire(scope["headers"])  # noqa: SLF001
+    headers = Headers._from_wire(scope["headers"])
     path: str = scope["path"]
     if path not in router.routes:
         root = scope.get("root_path") or ""

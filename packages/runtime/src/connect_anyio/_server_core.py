@@ -8,6 +8,7 @@ here, once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -266,10 +267,8 @@ class _RequestStream:
         except anyio.BrokenResourceError:
             # The handler stopped reading requests; keep watching the client.
             pass
-        try:
+        with contextlib.suppress(Disconnected):
             await io.wait_disconnect()
-        except Disconnected:
-            pass
         self._on_disconnect.cancel()
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -299,10 +298,8 @@ async def _read_single(call: p.ServerCall, io: ServerIO) -> Any:
 
 
 async def _watch(io: ServerIO, scope: anyio.CancelScope) -> None:
-    try:
+    with contextlib.suppress(Disconnected):
         await io.wait_disconnect()
-    except Disconnected:
-        pass
     scope.cancel()
 
 
@@ -341,9 +338,7 @@ async def run_call(
             tg.cancel_scope.cancel()
 
 
-async def _prepare_request(
-    route: Route, call: p.ServerCall, io: ServerIO, tg: TaskGroup
-) -> Any:
+async def _prepare_request(route: Route, call: p.ServerCall, io: ServerIO, tg: TaskGroup) -> Any:
     """The handler's request argument: a message, or the request stream (pump started)."""
     if route.stream_type.streams_requests:
         requests = _RequestStream(call, io, tg.cancel_scope)
@@ -379,7 +374,7 @@ async def _run_single_response(
     if scope.cancelled_caught:
         error = _deadline_error()
     await _send_whole(
-        io, call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)  # noqa: SLF001
+        io, call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)
     )
 
 
@@ -403,7 +398,7 @@ async def _run_streaming_response(
                     if started:
                         await io.send_body(data, False)
                     else:
-                        start = call.start_stream(ctx._response_headers)  # noqa: SLF001
+                        start = call.start_stream(ctx._response_headers)
                         started = True
                         await io.send_start(start, data, False)
             finally:
@@ -416,9 +411,9 @@ async def _run_streaming_response(
             error = _as_connect_error(e, route)
     if scope.cancelled_caught:
         error = _deadline_error()
-    trailers = ctx._response_trailers  # noqa: SLF001
+    trailers = ctx._response_trailers
     if not started:
-        await _send_whole(io, call.whole_response(None, error, ctx._response_headers, trailers))  # noqa: SLF001
+        await _send_whole(io, call.whole_response(None, error, ctx._response_headers, trailers))
         return
     tail, http_trailers = call.end_stream(error, trailers)
     await io.send_body(tail, True)

@@ -58,7 +58,7 @@ class ResponseStream(Generic[RES]):
         self._request = request
         self._ctx = ctx
         self._state = CallState()
-        ctx._call_state = self._state  # noqa: SLF001
+        ctx._call_state = self._state
         self._iterator: AsyncIterator[RES] | None = None
         self._task_group: TaskGroup | None = None
 
@@ -79,16 +79,17 @@ class ResponseStream(Generic[RES]):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
+        task_group, self._task_group = self._task_group, None
+        self._state.task_group = None
         try:
             await self.aclose()
         finally:
-            task_group, self._task_group = self._task_group, None
-            self._state.task_group = None
             if task_group is not None:
+                # The block's own exception is not the task group's business: it
+                # propagates as it is, not wrapped in an exception group.
                 task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-        return None
+                await task_group.__aexit__(None, None, None)
 
     def __aiter__(self) -> ResponseStream[RES]:
         return self
@@ -163,8 +164,12 @@ class ConnectClient:
         chain = list(interceptors)
         core = self._core
         self._unary = compose(chain, StreamType.UNARY, core.unary, sync=False)
-        self._client_stream = compose(chain, StreamType.CLIENT_STREAM, core.client_stream, sync=False)
-        self._server_stream = compose(chain, StreamType.SERVER_STREAM, self._stream_single, sync=False)
+        self._client_stream = compose(
+            chain, StreamType.CLIENT_STREAM, core.client_stream, sync=False
+        )
+        self._server_stream = compose(
+            chain, StreamType.SERVER_STREAM, self._stream_single, sync=False
+        )
         self._bidi_stream = compose(chain, StreamType.BIDI_STREAM, self._stream_many, sync=False)
 
     def _stream_single(self, request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
@@ -238,5 +243,5 @@ class ConnectClient:
 
 
 def _state_of(ctx: RequestContext[Any, Any]) -> CallState | None:
-    state = ctx._call_state  # noqa: SLF001
+    state = ctx._call_state
     return state if isinstance(state, CallState) else None

@@ -59,7 +59,7 @@ class Code(enum.Enum):
 
     @classmethod
     def from_grpc_number(cls, number: int) -> Code | None:
-        """The code for a ``grpc-status`` number; ``None`` for 0 (OK). Unknown numbers give UNKNOWN."""
+        """The code for a ``grpc-status`` number: ``None`` for 0 (OK), UNKNOWN if out of range."""
         if number == 0:
             return None
         return _FROM_GRPC_NUMBER.get(number, Code.UNKNOWN)

@@ -85,7 +85,7 @@ class ConnectError(Exception):
         """The details that hold a ``message_type``, unpacked."""
         out: list[M] = []
         for detail in self._details:
-            if detail.Is(message_type.DESCRIPTOR):
+            if detail.TypeName() == message_type.DESCRIPTOR.full_name:
                 msg = message_type()
                 detail.Unpack(msg)
                 out.append(msg)

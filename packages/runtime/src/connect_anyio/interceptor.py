@@ -26,7 +26,7 @@ __all__ = [
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Protocol, TypeVar, Union, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .method import StreamType
 from .request import RequestContext
@@ -145,22 +145,22 @@ class MetadataInterceptorSync(Protocol[T]):
     def on_end_sync(self, token: T, ctx: RequestContext[Any, Any]) -> None: ...
 
 
-Interceptor = Union[
-    UnaryInterceptor,
-    ClientStreamInterceptor,
-    ServerStreamInterceptor,
-    BidiStreamInterceptor,
-    MetadataInterceptor[Any],
-]
+Interceptor = (
+    UnaryInterceptor
+    | ClientStreamInterceptor
+    | ServerStreamInterceptor
+    | BidiStreamInterceptor
+    | MetadataInterceptor[Any]
+)
 """Any asynchronous interceptor."""
 
-InterceptorSync = Union[
-    UnaryInterceptorSync,
-    ClientStreamInterceptorSync,
-    ServerStreamInterceptorSync,
-    BidiStreamInterceptorSync,
-    MetadataInterceptorSync[Any],
-]
+InterceptorSync = (
+    UnaryInterceptorSync
+    | ClientStreamInterceptorSync
+    | ServerStreamInterceptorSync
+    | BidiStreamInterceptorSync
+    | MetadataInterceptorSync[Any]
+)
 """Any synchronous interceptor."""
 
 
@@ -233,7 +233,7 @@ def _metadata_sync(interceptor: Any, stream_type: StreamType, call_next: Any) ->
 def compose(
     interceptors: Iterable[Any], stream_type: StreamType, innermost: Any, *, sync: bool
 ) -> Any:
-    """Wraps ``innermost`` in every interceptor that applies to ``stream_type``, first one outermost."""
+    """Wraps ``innermost`` in the interceptors that apply to ``stream_type``, first outermost."""
     method_name = (_SYNC_METHOD if sync else _ASYNC_METHOD)[stream_type]
     start_name = "on_start_sync" if sync else "on_start"
     wrap_metadata = _metadata_sync if sync else _metadata_async

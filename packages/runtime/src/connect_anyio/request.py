@@ -29,9 +29,7 @@ class Headers(MutableMapping[str, str]):
 
     __slots__ = ("_store",)
 
-    def __init__(
-        self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None
-    ) -> None:
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
         self._store: dict[str, list[str]] = {}
         if items is None:
             return

@@ -6,9 +6,17 @@ __all__ = ["ConnectASGIApplication", "Endpoint", "EndpointSync"]
 
 import inspect
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _server_asgi
 from ._server_core import Router, ServerConfig, build_routes
@@ -149,9 +157,9 @@ class ConnectASGIApplication(Generic[_SVC]):
         self._lifespan: AsyncGenerator[_SVC, None] | None = None
         self._router: Router | None = None
         if inspect.isasyncgen(service):
-            self._lifespan = service
+            self._lifespan = cast("AsyncGenerator[_SVC, None]", service)
         else:
-            self._router = self._build(service)  # type: ignore[arg-type]
+            self._router = self._build(cast("_SVC", service))
 
     def _build(self, service: _SVC) -> Router:
         routes = build_routes(self._endpoints(service), self._interceptors, sync=False)

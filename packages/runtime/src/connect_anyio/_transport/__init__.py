@@ -23,7 +23,7 @@ from ..code import Code
 from ..errors import ConnectError
 
 if TYPE_CHECKING:
-    from .._protocol import ClientRequest, RawHeaders
+    from .._protocol import RawHeaders
 
 
 class HTTPVersion(enum.Enum):
@@ -85,7 +85,7 @@ class _UserError(Exception):
 
 
 async def guard_body(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Re-raises the caller's exceptions as ``_UserError`` so they are not taken for network errors."""
+    """Wraps the caller's exceptions in ``_UserError`` so they are not taken for network errors."""
     iterator = body.__aiter__()
     while True:
         try:
@@ -122,4 +122,5 @@ def map_errors() -> Iterator[None]:
     except ConnectError:
         raise
     except _NETWORK_ERRORS as e:
-        raise ConnectError(Code.UNAVAILABLE, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise ConnectError(Code.UNAVAILABLE, detail) from e

@@ -44,7 +44,10 @@ class HTTP1Transport:
     """A pool of HTTP/1.1 connections."""
 
     def __init__(
-        self, ssl_context: ssl.SSLContext | None, max_connections: int, keepalive_expiry: float | None
+        self,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int,
+        keepalive_expiry: float | None,
     ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 RawHeaders = list[tuple[bytes, bytes]]
 
-_RESET_CODES = {
+_RESET_CODES: dict[int, Code] = {
     ErrorCodes.REFUSED_STREAM: Code.UNAVAILABLE,
     ErrorCodes.CANCEL: Code.CANCELED,
     ErrorCodes.ENHANCE_YOUR_CALM: Code.RESOURCE_EXHAUSTED,
@@ -196,11 +197,9 @@ class HTTP2Transport:
         try:
             with map_errors():
                 if body:
-                    try:
+                    with contextlib.suppress(StreamError):  # answered early: read the answer
                         await stream.send_data(body, end_stream=True)
-                    except StreamError:
-                        pass  # answered early; read what the server said
-                await response._read_head()  # noqa: SLF001
+                await response._read_head()
                 chunks = []
                 while True:
                     chunk = await response.receive()
@@ -225,20 +224,18 @@ class HTTP2Transport:
         try:
             with map_errors():
                 if body is None and request.body:
-                    try:
+                    with contextlib.suppress(StreamError):  # answered early: read the answer
                         await stream.send_data(request.body, end_stream=True)
-                    except StreamError:
-                        pass
                 elif body is not None:
                     if pump is not None:
                         pump.start_soon(response.pump, body)
                     else:
                         await response.send_body(body)
-                await response._read_head()  # noqa: SLF001
+                await response._read_head()
         except StreamError as e:
             await response.aclose()
-            if response._failure is not None:  # noqa: SLF001
-                raise response._failure from None  # noqa: SLF001
+            if response._failure is not None:
+                raise response._failure from None
             raise stream_error(e) from None
         except BaseException:
             await response.aclose()

@@ -67,7 +67,9 @@ class HTTPClient:
                 from ..code import Code
                 from ..errors import ConnectError
 
-                raise ConnectError(Code.UNAVAILABLE, "gRPC needs HTTP/2, but the HTTP client is HTTP/1.1 only")
+                raise ConnectError(
+                    Code.UNAVAILABLE, "gRPC needs HTTP/2, but the HTTP client is HTTP/1.1 only"
+                )
             return False
         if required:
             return True
@@ -92,7 +94,9 @@ class HTTPClient:
             from ..code import Code
             from ..errors import ConnectError
 
-            raise ConnectError(Code.UNAVAILABLE, f"{origin.authority()} did not agree to HTTP/2 (ALPN)")
+            raise ConnectError(
+                Code.UNAVAILABLE, f"{origin.authority()} did not agree to HTTP/2 (ALPN)"
+            )
         self._http1_origins.add(origin)
 
     async def open(
