@@ -7,6 +7,7 @@ __all__ = [
     "Codec",
     "ConnectASGIApplication",
     "ConnectClient",
+    "ConnectClientSync",
     "ConnectError",
     "Endpoint",
     "EndpointSync",
@@ -19,13 +20,22 @@ __all__ = [
     "RequestContext",
     "ResponseMetadata",
     "ResponseStream",
+    "ResponseStreamSync",
     "StreamType",
     "__version__",
     "proto_binary_codec",
     "proto_json_codec",
 ]
 
-from .client import ConnectClient, HTTPClient, HTTPVersion, ResponseMetadata, ResponseStream
+from .client import (
+    ConnectClient,
+    ConnectClientSync,
+    HTTPClient,
+    HTTPVersion,
+    ResponseMetadata,
+    ResponseStream,
+    ResponseStreamSync,
+)
 from .code import Code
 from .codec import Codec, proto_binary_codec, proto_json_codec
 from .errors import ConnectError

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectClient",
+    "ConnectClientSync",
     "HTTPClient",
     "HTTPVersion",
     "ResponseMetadata",
     "ResponseStream",
+    "ResponseStreamSync",
     "tls_context",
 ]
 
@@ -227,7 +229,7 @@ class ConnectClient:
     ) -> ResponseStream[RES]:
         """Sends one request; returns the stream of responses."""
         ctx: RequestContext[REQ, RES] = self._core.new_context(method, headers, timeout_ms)
-        return ResponseStream(self._server_stream, request, ctx)
+        return self._response_stream(self._server_stream, request, ctx)
 
     def execute_bidi_stream(
         self,
@@ -239,9 +241,20 @@ class ConnectClient:
     ) -> ResponseStream[RES]:
         """Sends a stream of requests; returns the stream of responses (see ``ResponseStream``)."""
         ctx: RequestContext[REQ, RES] = self._core.new_context(method, headers, timeout_ms)
-        return ResponseStream(self._bidi_stream, request, ctx)
+        return self._response_stream(self._bidi_stream, request, ctx)
+
+    @staticmethod
+    def _response_stream(
+        chain: Callable[[Any, RequestContext[Any, RES]], AsyncIterator[RES]],
+        request: Any,
+        ctx: RequestContext[Any, RES],
+    ) -> ResponseStream[RES]:
+        return ResponseStream(chain, request, ctx)
 
 
 def _state_of(ctx: RequestContext[Any, Any]) -> CallState | None:
     state = ctx._call_state
     return state if isinstance(state, CallState) else None
+
+
+from ._client_sync import ConnectClientSync, ResponseStreamSync  # noqa: E402
