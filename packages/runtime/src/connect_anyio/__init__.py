@@ -21,12 +21,16 @@ __all__ = [
     "ResponseMetadata",
     "ResponseStream",
     "ResponseStreamSync",
+    "ServerLimits",
     "StreamType",
     "__version__",
     "proto_binary_codec",
     "proto_json_codec",
+    "serve",
+    "server_tls_context",
 ]
 
+from ._serve import ServerLimits, serve, server_tls_context
 from .client import (
     ConnectClient,
     ConnectClientSync,

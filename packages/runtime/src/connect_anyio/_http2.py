@@ -114,6 +114,10 @@ class H2Stream:
             raise self.error
         return b""
 
+    async def wait_reset(self) -> None:
+        """Returns once the stream is reset or its connection is lost."""
+        await self._conn._wait(self, lambda: self.error is not None)
+
     # -- sending ---------------------------------------------------------------
 
     async def send_headers(self, headers: RawHeaders, end_stream: bool = False) -> None:
@@ -366,6 +370,10 @@ class H2Connection:
         ) as e:
             self._lost(f"connection closed: {type(e).__name__}")
             return
+        await self.feed(data)
+
+    async def feed(self, data: bytes) -> None:
+        """Processes bytes read from the socket (also those read before this object existed)."""
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:

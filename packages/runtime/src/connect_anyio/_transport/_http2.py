@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.tls import TLSAttribute, TLSStream
+from anyio.streams.tls import TLSAttribute
 from h2.errors import ErrorCodes
 
 from .._http2 import H2Connection, H2Stream, StreamError, strip_pseudo
+from .._tls import wrap_tls
 from ..code import Code
 from ..errors import ConnectError
 from . import Origin, _UserError, guard_body, map_errors
@@ -131,11 +132,8 @@ class HTTP2Transport:
                 try:
                     # ALPN is read when the TLS object is created: set it right before.
                     self._ssl_context.set_alpn_protocols(self._alpn)
-                    stream = await TLSStream.wrap(
-                        tcp,
-                        hostname=origin.host,
-                        ssl_context=self._ssl_context,
-                        standard_compatible=False,
+                    stream = await wrap_tls(
+                        tcp, hostname=origin.host, ssl_context=self._ssl_context, server_side=False
                     )
                 except BaseException:
                     await anyio.aclose_forcefully(tcp)

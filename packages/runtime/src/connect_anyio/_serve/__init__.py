@@ -1,0 +1,223 @@
+"""The native server: HTTP/1.1 (h11) and HTTP/2 (our h2 engine) on anyio listeners.
+
+Structured concurrency end to end: a task group for the listeners, one per
+connection and (HTTP/2) a task per stream. ``serve()`` shuts down gracefully
+when it is cancelled or, with ``handle_signals``, on SIGINT/SIGTERM: it stops
+accepting, sends GOAWAY, lets calls in flight finish for ``graceful_timeout``
+seconds, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute, TaskStatus
+from anyio.streams.tls import TLSAttribute
+
+from .._tls import wrap_tls
+from ._dispatch import Dispatcher
+from ._h1 import H1Connection
+from ._h2 import H2ServerConnection
+
+logger = logging.getLogger("connect_anyio.serve")
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What the server allows a client; the defaults suit a service on the internet."""
+
+    max_connections: int = 10_000
+    """Connections served at once; more wait in the listen backlog."""
+    max_concurrent_streams: int = 200
+    """HTTP/2 streams a client may open at once on one connection."""
+    max_header_bytes: int = 65_536
+    """Size of a request head (HTTP/1.1) or header list (HTTP/2)."""
+    header_timeout: float = 10.0
+    """Seconds a new connection has to complete its first request head (and TLS handshake)."""
+    idle_timeout: float = 60.0
+    """Seconds an idle keep-alive connection (no request, no stream) is kept."""
+    graceful_timeout: float = 10.0
+    """Seconds calls in flight get to finish when the server shuts down."""
+
+
+class _Server:
+    def __init__(
+        self, dispatcher: Dispatcher, ssl_context: ssl.SSLContext | None, limits: ServerLimits
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._ssl = ssl_context
+        self._limits = limits
+        self._stop = anyio.Event()
+        self._connections: set[H1Connection | H2ServerConnection] = set()
+        self._all_closed = anyio.Event()
+        self._slots = anyio.Semaphore(limits.max_connections)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, listeners: Sequence[anyio.abc.SocketListener]) -> None:
+        # Connections are shielded from the caller's cancellation so that a
+        # cancelled serve() still drains gracefully; this scope is the only
+        # thing that cancels them, once the grace period is over.
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as connections:
+                async with anyio.create_task_group() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept, listener, connections)
+                    await self._stop.wait()
+                    acceptors.cancel_scope.cancel()
+                for listener in listeners:
+                    with contextlib.suppress(Exception):
+                        await listener.aclose()
+                for conn in list(self._connections):
+                    conn.begin_shutdown()
+                with anyio.move_on_after(self._limits.graceful_timeout):
+                    while self._connections:
+                        self._all_closed = anyio.Event()
+                        await self._all_closed.wait()
+                connections.cancel_scope.cancel()
+
+    async def _accept(
+        self, listener: anyio.abc.SocketListener, connections: anyio.abc.TaskGroup
+    ) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                stream = await listener.accept()
+            except BaseException:
+                self._slots.release()
+                raise
+            connections.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        try:
+            await self._serve_connection(stream)
+        except (anyio.BrokenResourceError, anyio.EndOfStream, OSError, ssl.SSLError):
+            pass
+        except Exception:
+            logger.exception("connection failed")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.aclose_forcefully(stream)
+            self._slots.release()
+
+    async def _serve_connection(self, tcp: anyio.abc.SocketStream) -> None:
+        client = _address(tcp.extra(SocketAttribute.remote_address, None))
+        server = _address(tcp.extra(SocketAttribute.local_address, None))
+        stream: ByteStream = tcp
+        initial = b""
+        http2 = False
+        scheme = "http"
+        with anyio.move_on_after(self._limits.header_timeout) as scope:
+            if self._ssl is not None:
+                scheme = "https"
+                tls = await wrap_tls(tcp, ssl_context=self._ssl, server_side=True)
+                stream = tls
+                http2 = tls.extra(TLSAttribute.alpn_protocol, None) == "h2"
+            else:
+                # Prior knowledge: an HTTP/2 client opens with the connection preface.
+                while len(initial) < len(_PREFACE) and _PREFACE.startswith(initial):
+                    chunk = await tcp.receive()
+                    initial += chunk
+                http2 = initial.startswith(_PREFACE)
+        if scope.cancelled_caught:
+            return
+        conn: H1Connection | H2ServerConnection
+        if http2:
+            conn = H2ServerConnection(
+                stream, self._dispatcher, self._limits, scheme=scheme, client=client, server=server
+            )
+        else:
+            conn = H1Connection(
+                stream, self._dispatcher, self._limits, scheme=scheme, client=client, server=server
+            )
+        self._connections.add(conn)
+        try:
+            if self._stop.is_set():
+                conn.begin_shutdown()
+            await conn.run(initial)
+        finally:
+            self._connections.discard(conn)
+            if not self._connections:
+                self._all_closed.set()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return None
+
+
+def server_tls_context(
+    certfile: str, keyfile: str | None = None, *, client_ca: str | None = None
+) -> ssl.SSLContext:
+    """A server TLS context offering h2 and http/1.1; ``client_ca`` makes client certificates
+    required (and verified against that CA)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+async def serve(
+    *apps: Any,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    ssl: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
+    handle_signals: bool = False,
+    task_status: TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serves applications over HTTP/1.1 and HTTP/2 until cancelled (or signalled).
+
+    ``apps`` are Connect applications (generated ``FooASGIApplication`` objects),
+    served without the ASGI layer, and at most one plain ASGI app that gets
+    every other path. Lifespans run around serving. Plain-text connections speak
+    HTTP/1.1 or HTTP/2 with prior knowledge; with ``ssl`` (see
+    ``server_tls_context``) ALPN picks h2 or http/1.1. ``port=0`` picks a free
+    port; ``task_status.started`` reports the bound addresses.
+    """
+    limits = limits or ServerLimits()
+    dispatcher = Dispatcher(apps)
+    server = _Server(dispatcher, ssl, limits)
+    await dispatcher.startup()
+    try:
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        listeners = list(getattr(listener, "listeners", [listener]))
+        addresses = [
+            addr
+            for addr in (_address(sock.extra(SocketAttribute.local_address)) for sock in listeners)
+            if addr is not None
+        ]
+        for addr in addresses:
+            logger.info("serving on %s://%s:%d", "https" if ssl else "http", *addr)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.run, listeners)
+            task_status.started(addresses)
+            try:
+                if handle_signals:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            break
+                else:
+                    await anyio.sleep_forever()
+            finally:
+                server.stop()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await dispatcher.shutdown()
+
+
+__all__ = ["ServerLimits", "serve", "server_tls_context"]

@@ -1,0 +1,193 @@
+"""HTTP/2 connections of the native server: our ``_http2`` engine in the server role."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteStream, TaskGroup
+from h2.errors import ErrorCodes
+
+from .._http2 import H2Connection, H2Stream, StreamError, strip_pseudo
+from .._protocol import RawHeaders, ResponseStart
+from .._server_core import Disconnected
+from ._dispatch import Dispatcher, Request
+
+if TYPE_CHECKING:
+    from . import ServerLimits
+
+logger = logging.getLogger("connect_anyio.serve")
+
+
+class H2ServerConnection:
+    """One reader task for the connection, one task per stream, all in one task group:
+    a stream reset cancels its handler, losing the connection cancels them all."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        dispatcher: Dispatcher,
+        limits: ServerLimits,
+        *,
+        scheme: str,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._limits = limits
+        self._scheme = scheme
+        self._client = client
+        self._server = server
+        self._conn = H2Connection(
+            stream,
+            client=False,
+            max_concurrent_streams=limits.max_concurrent_streams,
+            max_header_list_size=limits.max_header_bytes,
+            on_request=self._on_request,
+        )
+        self._task_group: TaskGroup | None = None
+        self._active = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._active > 0
+
+    def begin_shutdown(self) -> None:
+        """GOAWAY: streams in flight finish, new ones are refused."""
+        if self._task_group is not None:
+            self._task_group.start_soon(self._conn.send_goaway)
+
+    async def run(self, initial: bytes) -> None:
+        conn = self._conn
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            await conn.start()
+            tg.start_soon(self._watch_idle)
+            if initial:
+                await conn.feed(initial)
+            await conn.serve()
+            # The connection is gone: every stream still running is cancelled.
+            tg.cancel_scope.cancel()
+
+    async def _watch_idle(self) -> None:
+        """Closes a connection that has had no stream for ``idle_timeout``."""
+        timeout = self._limits.idle_timeout
+        idle_since = anyio.current_time()
+        while True:
+            await anyio.sleep(max(timeout / 4, 0.01))
+            now = anyio.current_time()
+            if self.busy:
+                idle_since = now
+            elif now - idle_since >= timeout:
+                await self._conn.send_goaway()
+                await self._conn.aclose()
+                return
+
+    def _on_request(self, stream: H2Stream) -> None:
+        assert self._task_group is not None
+        self._active += 1
+        self._task_group.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: H2Stream) -> None:
+        conn = self._conn
+        io = H2ServerIO(stream)
+        try:
+            pseudo, regular = strip_pseudo(stream.headers or [])
+            authority = pseudo.get(b":authority")
+            if authority is not None and not any(k == b"host" for k, _ in regular):
+                regular.append((b"host", authority))
+            request = Request(
+                method=pseudo.get(b":method", b"GET").decode("ascii"),
+                target=pseudo.get(b":path", b"/"),
+                raw_headers=regular,
+                http_version="2",
+                scheme=self._scheme,
+                client=self._client,
+                server=self._server,
+            )
+            try:
+                await self._dispatcher.handle(request, io, trailers=True)
+            except Disconnected:
+                return
+            except Exception:
+                logger.exception("request handler failed")
+            if not io.done and stream.error is None:
+                if not io.started:
+                    with contextlib.suppress(StreamError, Disconnected):
+                        await io.send_start(ResponseStart(500, []), b"", True)
+                else:
+                    await stream.reset(ErrorCodes.INTERNAL_ERROR)
+            elif not stream.remote_ended and stream.error is None:
+                # Answered before the request ended: tell the client to stop sending.
+                await stream.reset(ErrorCodes.NO_ERROR)
+        finally:
+            conn.forget(stream)
+            self._active -= 1
+            if self._active == 0 and conn.goaway_sent:
+                with anyio.CancelScope(shield=True):
+                    await conn.aclose()
+
+
+class H2ServerIO:
+    """``ServerIO`` for one HTTP/2 stream."""
+
+    __slots__ = ("_stream", "_trailers", "done", "started")
+
+    def __init__(self, stream: H2Stream) -> None:
+        self._stream = stream
+        self._trailers = False
+        self.started = False
+        self.done = False
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._stream.receive_data()
+        except StreamError:
+            raise Disconnected from None
+
+    async def wait_disconnect(self) -> None:
+        await self._stream.wait_reset()
+
+    async def send_start(self, start: ResponseStart, body: bytes, end: bool) -> None:
+        self.started = True
+        self._trailers = start.trailers
+        headers: RawHeaders = [(b":status", str(start.status).encode()), *start.headers]
+        finish = end and not start.trailers
+        try:
+            if finish and not body:
+                await self._stream.send_headers(headers, end_stream=True)
+            else:
+                await self._stream.send_headers(headers)
+                if body or finish:
+                    await self._stream.send_data(body, end_stream=finish)
+        except StreamError:
+            raise Disconnected from None
+        self.done = finish
+
+    async def send_body(self, body: bytes, end: bool) -> None:
+        finish = end and not self._trailers
+        try:
+            if body or finish:
+                await self._stream.send_data(body, end_stream=finish)
+        except StreamError:
+            raise Disconnected from None
+        self.done = finish
+
+    async def send_trailers(self, trailers: RawHeaders) -> None:
+        try:
+            await self._stream.send_trailers(trailers)
+        except StreamError:
+            raise Disconnected from None
+        self.done = True
+
+    async def send_trailers_only(self, start: ResponseStart, trailers: RawHeaders) -> None:
+        """gRPC's Trailers-Only: one header block that ends the stream."""
+        self.started = True
+        headers: RawHeaders = [(b":status", str(start.status).encode()), *start.headers, *trailers]
+        try:
+            await self._stream.send_headers(headers, end_stream=True)
+        except StreamError:
+            raise Disconnected from None
+        self.done = True
