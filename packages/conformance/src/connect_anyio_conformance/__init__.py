@@ -1,0 +1,1 @@
+"""connect-anyio under test: the client and server the Connect conformance runner drives."""
