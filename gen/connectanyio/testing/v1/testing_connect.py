@@ -29,8 +29,8 @@ from connectanyio.testing.v1 import testing_pb2
 from google.protobuf import empty_pb2
 
 
-class TestService(Protocol):
-    """TestService covers the four stream types."""
+class EchoService(Protocol):
+    """EchoService covers the four stream types."""
 
     async def echo(
         self,
@@ -40,7 +40,7 @@ class TestService(Protocol):
         """Echo answers one request. It has no side effects, so GET is allowed."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.Echo is not implemented",
+            "connectanyio.testing.v1.EchoService.Echo is not implemented",
         )
 
     async def echo_post(
@@ -51,7 +51,7 @@ class TestService(Protocol):
         """EchoPost is Echo without GET."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.EchoPost is not implemented",
+            "connectanyio.testing.v1.EchoService.EchoPost is not implemented",
         )
 
     def server_stream(
@@ -62,7 +62,7 @@ class TestService(Protocol):
         """ServerStream sends response_count responses."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.ServerStream is not implemented",
+            "connectanyio.testing.v1.EchoService.ServerStream is not implemented",
         )
 
     async def client_stream(
@@ -73,7 +73,7 @@ class TestService(Protocol):
         """ClientStream answers once, with every request's text."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.ClientStream is not implemented",
+            "connectanyio.testing.v1.EchoService.ClientStream is not implemented",
         )
 
     def bidi(
@@ -84,7 +84,7 @@ class TestService(Protocol):
         """Bidi answers each request as it arrives."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.Bidi is not implemented",
+            "connectanyio.testing.v1.EchoService.Bidi is not implemented",
         )
 
     async def nothing(
@@ -95,12 +95,12 @@ class TestService(Protocol):
         """Nothing takes and returns google.protobuf.Empty."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.Nothing is not implemented",
+            "connectanyio.testing.v1.EchoService.Nothing is not implemented",
         )
 
 
-class TestServiceSync(Protocol):
-    """The synchronous form of ``TestService``, for WSGI servers."""
+class EchoServiceSync(Protocol):
+    """The synchronous form of ``EchoService``, for WSGI servers."""
 
     def echo(
         self,
@@ -110,7 +110,7 @@ class TestServiceSync(Protocol):
         """Echo answers one request. It has no side effects, so GET is allowed."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.Echo is not implemented",
+            "connectanyio.testing.v1.EchoService.Echo is not implemented",
         )
 
     def echo_post(
@@ -121,7 +121,7 @@ class TestServiceSync(Protocol):
         """EchoPost is Echo without GET."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.EchoPost is not implemented",
+            "connectanyio.testing.v1.EchoService.EchoPost is not implemented",
         )
 
     def server_stream(
@@ -132,7 +132,7 @@ class TestServiceSync(Protocol):
         """ServerStream sends response_count responses."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.ServerStream is not implemented",
+            "connectanyio.testing.v1.EchoService.ServerStream is not implemented",
         )
 
     def client_stream(
@@ -143,7 +143,7 @@ class TestServiceSync(Protocol):
         """ClientStream answers once, with every request's text."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.ClientStream is not implemented",
+            "connectanyio.testing.v1.EchoService.ClientStream is not implemented",
         )
 
     def bidi(
@@ -154,7 +154,7 @@ class TestServiceSync(Protocol):
         """Bidi answers each request as it arrives."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.Bidi is not implemented",
+            "connectanyio.testing.v1.EchoService.Bidi is not implemented",
         )
 
     def nothing(
@@ -165,16 +165,16 @@ class TestServiceSync(Protocol):
         """Nothing takes and returns google.protobuf.Empty."""
         raise ConnectError(
             Code.UNIMPLEMENTED,
-            "connectanyio.testing.v1.TestService.Nothing is not implemented",
+            "connectanyio.testing.v1.EchoService.Nothing is not implemented",
         )
 
 
-class TestServiceMethods:
-    """Method descriptors of connectanyio.testing.v1.TestService."""
+class EchoServiceMethods:
+    """Method descriptors of connectanyio.testing.v1.EchoService."""
 
     Echo: MethodInfo[testing_pb2.EchoRequest, testing_pb2.EchoResponse] = MethodInfo(
         name="Echo",
-        service_name="connectanyio.testing.v1.TestService",
+        service_name="connectanyio.testing.v1.EchoService",
         input=testing_pb2.EchoRequest,
         output=testing_pb2.EchoResponse,
         idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
@@ -184,7 +184,7 @@ class TestServiceMethods:
     EchoPost: MethodInfo[testing_pb2.EchoRequest, testing_pb2.EchoResponse] = (
         MethodInfo(
             name="EchoPost",
-            service_name="connectanyio.testing.v1.TestService",
+            service_name="connectanyio.testing.v1.EchoService",
             input=testing_pb2.EchoRequest,
             output=testing_pb2.EchoResponse,
             idempotency_level=IdempotencyLevel.UNKNOWN,
@@ -195,7 +195,7 @@ class TestServiceMethods:
     ServerStream: MethodInfo[testing_pb2.EchoRequest, testing_pb2.EchoResponse] = (
         MethodInfo(
             name="ServerStream",
-            service_name="connectanyio.testing.v1.TestService",
+            service_name="connectanyio.testing.v1.EchoService",
             input=testing_pb2.EchoRequest,
             output=testing_pb2.EchoResponse,
             idempotency_level=IdempotencyLevel.UNKNOWN,
@@ -206,7 +206,7 @@ class TestServiceMethods:
     ClientStream: MethodInfo[testing_pb2.EchoRequest, testing_pb2.EchoResponse] = (
         MethodInfo(
             name="ClientStream",
-            service_name="connectanyio.testing.v1.TestService",
+            service_name="connectanyio.testing.v1.EchoService",
             input=testing_pb2.EchoRequest,
             output=testing_pb2.EchoResponse,
             idempotency_level=IdempotencyLevel.UNKNOWN,
@@ -216,7 +216,7 @@ class TestServiceMethods:
 
     Bidi: MethodInfo[testing_pb2.EchoRequest, testing_pb2.EchoResponse] = MethodInfo(
         name="Bidi",
-        service_name="connectanyio.testing.v1.TestService",
+        service_name="connectanyio.testing.v1.EchoService",
         input=testing_pb2.EchoRequest,
         output=testing_pb2.EchoResponse,
         idempotency_level=IdempotencyLevel.UNKNOWN,
@@ -225,7 +225,7 @@ class TestServiceMethods:
 
     Nothing: MethodInfo[empty_pb2.Empty, empty_pb2.Empty] = MethodInfo(
         name="Nothing",
-        service_name="connectanyio.testing.v1.TestService",
+        service_name="connectanyio.testing.v1.EchoService",
         input=empty_pb2.Empty,
         output=empty_pb2.Empty,
         idempotency_level=IdempotencyLevel.UNKNOWN,
@@ -233,76 +233,76 @@ class TestServiceMethods:
     )
 
 
-def _test_service_endpoints(
-    service: TestService,
+def _echo_service_endpoints(
+    service: EchoService,
 ) -> dict[str, Endpoint[Any, Any]]:
     return {
-        "/connectanyio.testing.v1.TestService/Echo": Endpoint.unary(
-            method=TestServiceMethods.Echo,
+        "/connectanyio.testing.v1.EchoService/Echo": Endpoint.unary(
+            method=EchoServiceMethods.Echo,
             function=service.echo,
         ),
-        "/connectanyio.testing.v1.TestService/EchoPost": Endpoint.unary(
-            method=TestServiceMethods.EchoPost,
+        "/connectanyio.testing.v1.EchoService/EchoPost": Endpoint.unary(
+            method=EchoServiceMethods.EchoPost,
             function=service.echo_post,
         ),
-        "/connectanyio.testing.v1.TestService/ServerStream": Endpoint.server_stream(
-            method=TestServiceMethods.ServerStream,
+        "/connectanyio.testing.v1.EchoService/ServerStream": Endpoint.server_stream(
+            method=EchoServiceMethods.ServerStream,
             function=service.server_stream,
         ),
-        "/connectanyio.testing.v1.TestService/ClientStream": Endpoint.client_stream(
-            method=TestServiceMethods.ClientStream,
+        "/connectanyio.testing.v1.EchoService/ClientStream": Endpoint.client_stream(
+            method=EchoServiceMethods.ClientStream,
             function=service.client_stream,
         ),
-        "/connectanyio.testing.v1.TestService/Bidi": Endpoint.bidi_stream(
-            method=TestServiceMethods.Bidi,
+        "/connectanyio.testing.v1.EchoService/Bidi": Endpoint.bidi_stream(
+            method=EchoServiceMethods.Bidi,
             function=service.bidi,
         ),
-        "/connectanyio.testing.v1.TestService/Nothing": Endpoint.unary(
-            method=TestServiceMethods.Nothing,
+        "/connectanyio.testing.v1.EchoService/Nothing": Endpoint.unary(
+            method=EchoServiceMethods.Nothing,
             function=service.nothing,
         ),
     }
 
 
-def _test_service_endpoints_sync(
-    service: TestServiceSync,
+def _echo_service_endpoints_sync(
+    service: EchoServiceSync,
 ) -> dict[str, EndpointSync[Any, Any]]:
     return {
-        "/connectanyio.testing.v1.TestService/Echo": EndpointSync.unary(
-            method=TestServiceMethods.Echo,
+        "/connectanyio.testing.v1.EchoService/Echo": EndpointSync.unary(
+            method=EchoServiceMethods.Echo,
             function=service.echo,
         ),
-        "/connectanyio.testing.v1.TestService/EchoPost": EndpointSync.unary(
-            method=TestServiceMethods.EchoPost,
+        "/connectanyio.testing.v1.EchoService/EchoPost": EndpointSync.unary(
+            method=EchoServiceMethods.EchoPost,
             function=service.echo_post,
         ),
-        "/connectanyio.testing.v1.TestService/ServerStream": EndpointSync.server_stream(
-            method=TestServiceMethods.ServerStream,
+        "/connectanyio.testing.v1.EchoService/ServerStream": EndpointSync.server_stream(
+            method=EchoServiceMethods.ServerStream,
             function=service.server_stream,
         ),
-        "/connectanyio.testing.v1.TestService/ClientStream": EndpointSync.client_stream(
-            method=TestServiceMethods.ClientStream,
+        "/connectanyio.testing.v1.EchoService/ClientStream": EndpointSync.client_stream(
+            method=EchoServiceMethods.ClientStream,
             function=service.client_stream,
         ),
-        "/connectanyio.testing.v1.TestService/Bidi": EndpointSync.bidi_stream(
-            method=TestServiceMethods.Bidi,
+        "/connectanyio.testing.v1.EchoService/Bidi": EndpointSync.bidi_stream(
+            method=EchoServiceMethods.Bidi,
             function=service.bidi,
         ),
-        "/connectanyio.testing.v1.TestService/Nothing": EndpointSync.unary(
-            method=TestServiceMethods.Nothing,
+        "/connectanyio.testing.v1.EchoService/Nothing": EndpointSync.unary(
+            method=EchoServiceMethods.Nothing,
             function=service.nothing,
         ),
     }
 
 
-class TestServiceASGIApplication(ConnectASGIApplication[TestService]):
-    """Serves connectanyio.testing.v1.TestService over Connect, gRPC and gRPC-Web
+class EchoServiceASGIApplication(ConnectASGIApplication[EchoService]):
+    """Serves connectanyio.testing.v1.EchoService over Connect, gRPC and gRPC-Web
     (ASGI).
     """
 
     def __init__(
         self,
-        service: TestService | AsyncGenerator[TestService, None],
+        service: EchoService | AsyncGenerator[EchoService, None],
         *,
         interceptors: Iterable[Interceptor] = (),
         read_max_bytes: int | None = None,
@@ -312,7 +312,7 @@ class TestServiceASGIApplication(ConnectASGIApplication[TestService]):
     ) -> None:
         super().__init__(
             service=service,
-            endpoints=_test_service_endpoints,
+            endpoints=_echo_service_endpoints,
             interceptors=interceptors,
             read_max_bytes=read_max_bytes,
             compressions=compressions,
@@ -323,11 +323,11 @@ class TestServiceASGIApplication(ConnectASGIApplication[TestService]):
     @property
     def path(self) -> str:
         """The URL path prefix of this service, for mounting it beside others."""
-        return "/connectanyio.testing.v1.TestService"
+        return "/connectanyio.testing.v1.EchoService"
 
 
-class TestServiceClient(ConnectClient):
-    """Calls connectanyio.testing.v1.TestService."""
+class EchoServiceClient(ConnectClient):
+    """Calls connectanyio.testing.v1.EchoService."""
 
     async def echo(
         self,
@@ -340,7 +340,7 @@ class TestServiceClient(ConnectClient):
         """Echo answers one request. It has no side effects, so GET is allowed."""
         return await self.execute_unary(
             request=request,
-            method=TestServiceMethods.Echo,
+            method=EchoServiceMethods.Echo,
             headers=headers,
             timeout_ms=timeout_ms,
             use_get=use_get,
@@ -356,7 +356,7 @@ class TestServiceClient(ConnectClient):
         """EchoPost is Echo without GET."""
         return await self.execute_unary(
             request=request,
-            method=TestServiceMethods.EchoPost,
+            method=EchoServiceMethods.EchoPost,
             headers=headers,
             timeout_ms=timeout_ms,
         )
@@ -371,7 +371,7 @@ class TestServiceClient(ConnectClient):
         """ServerStream sends response_count responses."""
         return self.execute_server_stream(
             request=request,
-            method=TestServiceMethods.ServerStream,
+            method=EchoServiceMethods.ServerStream,
             headers=headers,
             timeout_ms=timeout_ms,
         )
@@ -386,7 +386,7 @@ class TestServiceClient(ConnectClient):
         """ClientStream answers once, with every request's text."""
         return await self.execute_client_stream(
             request=request,
-            method=TestServiceMethods.ClientStream,
+            method=EchoServiceMethods.ClientStream,
             headers=headers,
             timeout_ms=timeout_ms,
         )
@@ -401,7 +401,7 @@ class TestServiceClient(ConnectClient):
         """Bidi answers each request as it arrives."""
         return self.execute_bidi_stream(
             request=request,
-            method=TestServiceMethods.Bidi,
+            method=EchoServiceMethods.Bidi,
             headers=headers,
             timeout_ms=timeout_ms,
         )
@@ -416,7 +416,7 @@ class TestServiceClient(ConnectClient):
         """Nothing takes and returns google.protobuf.Empty."""
         return await self.execute_unary(
             request=request,
-            method=TestServiceMethods.Nothing,
+            method=EchoServiceMethods.Nothing,
             headers=headers,
             timeout_ms=timeout_ms,
         )

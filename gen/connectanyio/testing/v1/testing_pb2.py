@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%connectanyio/testing/v1/testing.proto\x12\x17\x63onnectanyio.testing.v1\x1a\x1bgoogle/protobuf/empty.proto\"Q\n\x07\x46\x61ilure\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x18\n\x07\x64\x65tails\x18\x03 \x03(\tR\x07\x64\x65tails\"\x86\x02\n\x0b\x45\x63hoRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12%\n\x0eresponse_count\x18\x03 \x01(\x05R\rresponseCount\x12\x34\n\x04\x66\x61il\x18\x04 \x01(\x0b\x32 .connectanyio.testing.v1.FailureR\x04\x66\x61il\x12&\n\x0fwait_for_cancel\x18\x05 \x01(\x08R\rwaitForCancel\x12\x32\n\x15response_payload_size\x18\x06 \x01(\x03R\x13responsePayloadSize\x12\x10\n\x03tag\x18\x07 \x01(\tR\x03tag\"\xa0\x02\n\x0c\x45\x63hoResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x14\n\x05index\x18\x03 \x01(\x05R\x05index\x12#\n\rrequest_texts\x18\x04 \x03(\tR\x0crequestTexts\x12L\n\x07headers\x18\x05 \x03(\x0b\x32\x32.connectanyio.testing.v1.EchoResponse.HeadersEntryR\x07headers\x12\x1d\n\ntimeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x1a:\n\x0cHeadersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x32\x92\x04\n\x0bTestService\x12X\n\x04\x45\x63ho\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse\"\x03\x90\x02\x01\x12W\n\x08\x45\x63hoPost\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse\x12]\n\x0cServerStream\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse0\x01\x12]\n\x0c\x43lientStream\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse(\x01\x12W\n\x04\x42idi\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse(\x01\x30\x01\x12\x39\n\x07Nothing\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%connectanyio/testing/v1/testing.proto\x12\x17\x63onnectanyio.testing.v1\x1a\x1bgoogle/protobuf/empty.proto\"Q\n\x07\x46\x61ilure\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x18\n\x07\x64\x65tails\x18\x03 \x03(\tR\x07\x64\x65tails\"\x86\x02\n\x0b\x45\x63hoRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12%\n\x0eresponse_count\x18\x03 \x01(\x05R\rresponseCount\x12\x34\n\x04\x66\x61il\x18\x04 \x01(\x0b\x32 .connectanyio.testing.v1.FailureR\x04\x66\x61il\x12&\n\x0fwait_for_cancel\x18\x05 \x01(\x08R\rwaitForCancel\x12\x32\n\x15response_payload_size\x18\x06 \x01(\x03R\x13responsePayloadSize\x12\x10\n\x03tag\x18\x07 \x01(\tR\x03tag\"\xa0\x02\n\x0c\x45\x63hoResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x14\n\x05index\x18\x03 \x01(\x05R\x05index\x12#\n\rrequest_texts\x18\x04 \x03(\tR\x0crequestTexts\x12L\n\x07headers\x18\x05 \x03(\x0b\x32\x32.connectanyio.testing.v1.EchoResponse.HeadersEntryR\x07headers\x12\x1d\n\ntimeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x1a:\n\x0cHeadersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x32\x92\x04\n\x0b\x45\x63hoService\x12X\n\x04\x45\x63ho\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse\"\x03\x90\x02\x01\x12W\n\x08\x45\x63hoPost\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse\x12]\n\x0cServerStream\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse0\x01\x12]\n\x0c\x43lientStream\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse(\x01\x12W\n\x04\x42idi\x12$.connectanyio.testing.v1.EchoRequest\x1a%.connectanyio.testing.v1.EchoResponse(\x01\x30\x01\x12\x39\n\x07Nothing\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ECHORESPONSE_HEADERSENTRY']._loaded_options = None
   _globals['_ECHORESPONSE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_TESTSERVICE'].methods_by_name['Echo']._loaded_options = None
-  _globals['_TESTSERVICE'].methods_by_name['Echo']._serialized_options = b'\220\002\001'
+  _globals['_ECHOSERVICE'].methods_by_name['Echo']._loaded_options = None
+  _globals['_ECHOSERVICE'].methods_by_name['Echo']._serialized_options = b'\220\002\001'
   _globals['_FAILURE']._serialized_start=95
   _globals['_FAILURE']._serialized_end=176
   _globals['_ECHOREQUEST']._serialized_start=179
@@ -44,6 +44,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ECHORESPONSE']._serialized_end=732
   _globals['_ECHORESPONSE_HEADERSENTRY']._serialized_start=674
   _globals['_ECHORESPONSE_HEADERSENTRY']._serialized_end=732
-  _globals['_TESTSERVICE']._serialized_start=735
-  _globals['_TESTSERVICE']._serialized_end=1265
+  _globals['_ECHOSERVICE']._serialized_start=735
+  _globals['_ECHOSERVICE']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""Shared test infrastructure: servers to run, certificates, the test service."""
