@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["Headers", "RequestContext"]
 
+import base64
 import time
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
@@ -23,8 +24,8 @@ class Headers(MutableMapping[str, str]):
     value without replacing, ``getall`` returns every value of a name and
     ``allitems`` every pair, duplicates included. Names are stored in lower case.
 
-    Binary metadata (names ending in ``-bin``) is base64 on the wire; here it is
-    the base64 text. ``connect_anyio.metadata`` has helpers to encode and decode it.
+    Binary metadata (names ending in ``-bin``) travels as base64; ``add_binary``
+    and ``getall_binary`` encode and decode it, the other methods see the text.
     """
 
     __slots__ = ("_store",)
@@ -100,6 +101,25 @@ class Headers(MutableMapping[str, str]):
     def getall(self, key: str) -> list[str]:
         """Every value of ``key``, in order; empty when absent."""
         return list(self._store.get(key.lower(), ()))
+
+    def add_binary(self, key: str, value: bytes) -> None:
+        """Appends binary metadata: ``key`` must end in ``-bin``; sent as unpadded base64."""
+        if not key.lower().endswith("-bin"):
+            raise ValueError(f"binary metadata keys end in '-bin': {key!r}")
+        self.add(key, base64.b64encode(value).decode("ascii").rstrip("="))
+
+    def getall_binary(self, key: str) -> list[bytes]:
+        """Every value of a ``-bin`` key, decoded (padded or not; values joined by commas split)."""
+        out = []
+        for value in self.getall(key):
+            for part in value.split(","):
+                part = part.strip()
+                padded = part + "=" * (-len(part) % 4)
+                if "-" in part or "_" in part:
+                    out.append(base64.urlsafe_b64decode(padded))
+                else:
+                    out.append(base64.b64decode(padded))
+        return out
 
     def allitems(self) -> Iterator[tuple[str, str]]:
         """Every ``(name, value)`` pair, duplicates included."""
