@@ -7,6 +7,7 @@ fresh machine needs nothing but Python and nox.
 from __future__ import annotations
 
 import filecmp
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +36,7 @@ TEST_DEPS = [
     "trustme>=1.2",
     "grpcio>=1.70",
     "grpcio-tools>=1.70",
+    "grpcio-status>=1.70",
     "googleapis-common-protos>=1.63",
 ]
 LINT_DEPS = ["ruff==0.17.6", BUF]
@@ -96,7 +98,8 @@ def tests(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Serve the example Haberdasher and call it from asyncio, trio and raw HTTP."""
     session.install("-e", RUNTIME, "trio>=0.27", "hypercorn>=0.17")
-    session.run("python", "examples/haberdasher/demo.py", env={"PYTHONPATH": str(ROOT / "gen")})
+    pythonpath = os.pathsep.join([str(ROOT / "gen"), str(ROOT)])
+    session.run("python", "examples/haberdasher/demo.py", env={"PYTHONPATH": pythonpath})
 
 
 def _generate(session: nox.Session, into: Path | None) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 REQ = TypeVar("REQ")
 RES = TypeVar("RES")
 T = TypeVar("T")
+_SyncClient = TypeVar("_SyncClient", bound="ConnectClientSync")
 
 _END = object()
 
@@ -265,7 +266,7 @@ class ConnectClientSync:
         finally:
             self._portal_cm.__exit__(None, None, None)
 
-    def __enter__(self) -> ConnectClientSync:
+    def __enter__(self: _SyncClient) -> _SyncClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

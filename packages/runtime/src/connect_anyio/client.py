@@ -38,6 +38,7 @@ REQ = TypeVar("REQ")
 RES = TypeVar("RES")
 
 HeadersArg = Headers | Mapping[str, str] | None
+_Client = TypeVar("_Client", bound="ConnectClient")
 
 
 class ResponseStream(Generic[RES]):
@@ -186,7 +187,7 @@ class ConnectClient:
         """Closes the connections this client created (not a shared ``HTTPClient``)."""
         await self._core.aclose()
 
-    async def __aenter__(self) -> ConnectClient:
+    async def __aenter__(self: _Client) -> _Client:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from anyio.abc import TaskGroup
 
@@ -14,6 +14,9 @@ from ._http2 import HTTP2Transport, NotHTTP2
 
 if TYPE_CHECKING:
     from .._protocol import ClientRequest, RawHeaders
+
+
+_HTTPClient = TypeVar("_HTTPClient", bound="HTTPClient")
 
 
 def tls_context(
@@ -120,7 +123,7 @@ class HTTPClient:
         await self._http2.aclose()
         await self._http1.aclose()
 
-    async def __aenter__(self) -> HTTPClient:
+    async def __aenter__(self: _HTTPClient) -> _HTTPClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
