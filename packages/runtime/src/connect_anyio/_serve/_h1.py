@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http
 from typing import TYPE_CHECKING
 
 import anyio
@@ -23,6 +24,14 @@ _DRAIN_LIMIT = 1 << 20
 
 class _ConnectionGone(Exception):
     pass
+
+
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+
+
+def _reason(status: int) -> bytes:
+    """The standard reason phrase: some clients reject an empty one."""
+    return _REASONS.get(status, b"")
 
 
 class H1Connection:
@@ -228,7 +237,9 @@ class H1ServerIO:
             headers.append((b"content-length", str(len(body)).encode()))
         if self._conn._closing:
             headers.append((b"connection", b"close"))
-        events: list[h11.Event] = [h11.Response(status_code=start.status, headers=headers)]
+        events: list[h11.Event] = [
+            h11.Response(status_code=start.status, headers=headers, reason=_reason(start.status))
+        ]
         if body:
             events.append(h11.Data(data=body))
         if end_message:
