@@ -125,11 +125,13 @@ class CodegenTools:
 
     @staticmethod
     def generate(
-        request: plugin_pb2.CodeGeneratorRequest, *, emit_sync_runtime: bool = False
+        request: plugin_pb2.CodeGeneratorRequest, *, emit_sync_runtime: bool | None = None
     ) -> plugin_pb2.CodeGeneratorResponse:
-        """Runs the plugin in-process, with ``EMIT_SYNC_RUNTIME`` set as asked."""
+        """Runs the plugin in-process, with ``EMIT_SYNC_RUNTIME`` set as asked (``None``: as
+        the plugin ships)."""
         saved = _plugin.EMIT_SYNC_RUNTIME
-        _plugin.EMIT_SYNC_RUNTIME = emit_sync_runtime
+        if emit_sync_runtime is not None:
+            _plugin.EMIT_SYNC_RUNTIME = emit_sync_runtime
         try:
             return _plugin.generate(request)
         finally:

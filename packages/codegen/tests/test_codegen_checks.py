@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -179,6 +178,61 @@ async def calls(client: HaberdasherClient, store: HatStoreClient) -> None:
 """
 
 
+# The WSGI application and the sync client: mypy must infer exactly these types too.
+SYNC_USAGE = """\
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from typing_extensions import assert_type
+
+from acme.hats.v1 import hats_pb2
+from acme.hats.v1.hats_connect import (
+    HaberdasherClientSync,
+    HaberdasherWSGIApplication,
+)
+from connect_anyio.client import ResponseStreamSync
+from connect_anyio.request import RequestContext
+
+Ctx = RequestContext[hats_pb2.Size, hats_pb2.Hat]
+
+
+class SyncShop:
+    def make_hat(self, request: hats_pb2.Size, ctx: Ctx) -> hats_pb2.Hat:
+        return hats_pb2.Hat()
+
+    def make_similar_hats(self, request: hats_pb2.Size, ctx: Ctx) -> Iterator[hats_pb2.Hat]:
+        yield hats_pb2.Hat()
+
+    def collect_sizes(self, request: Iterator[hats_pb2.Size], ctx: Ctx) -> hats_pb2.Hat:
+        return hats_pb2.Hat()
+
+    def make_various_hats(
+        self, request: Iterator[hats_pb2.Size], ctx: Ctx
+    ) -> Iterator[hats_pb2.Hat]:
+        yield from ()
+
+
+class AsyncShop:
+    async def make_hat(self, request: hats_pb2.Size, ctx: Ctx) -> hats_pb2.Hat:
+        return hats_pb2.Hat()
+
+
+app = HaberdasherWSGIApplication(SyncShop())
+HaberdasherWSGIApplication(AsyncShop())  # type: ignore[arg-type]
+assert_type(app.path, str)
+
+
+def calls(client: HaberdasherClientSync) -> None:
+    size = hats_pb2.Size(inches=7)
+    assert_type(client.make_hat(size, use_get=True), hats_pb2.Hat)
+    assert_type(client.make_similar_hats(size), ResponseStreamSync[hats_pb2.Hat])
+    assert_type(client.collect_sizes([size]), hats_pb2.Hat)
+    assert_type(client.make_various_hats(iter([size])), ResponseStreamSync[hats_pb2.Hat])
+    client.collect_sizes(size)  # type: ignore[arg-type]
+"""
+
+
 def _mypy(root: Path, runtime: Path, files: list[str], tmp_path: Path) -> None:
     # protoc's own .pyi files are not --strict clean (bare ``Mapping`` in annotations):
     # they are read for their types only, like the runtime.
@@ -215,12 +269,19 @@ def _mypy(root: Path, runtime: Path, files: list[str], tmp_path: Path) -> None:
 def test_mypy_strict(generated_tree: Path, codegen: CodegenTools, tmp_path: Path) -> None:
     """mypy --strict on the generated modules with protoc's .pyi files and the runtime."""
     (generated_tree / "usage_check.py").write_text(USAGE)
+    (generated_tree / "sync_usage_check.py").write_text(SYNC_USAGE)
     files = [f for f in _connect_files(generated_tree) if f not in UNTYPABLE]
-    _mypy(generated_tree, codegen.runtime_src, ["usage_check.py", *files], tmp_path)
+    _mypy(
+        generated_tree,
+        codegen.runtime_src,
+        ["usage_check.py", "sync_usage_check.py", *files],
+        tmp_path,
+    )
 
 
 SMOKE = """\
 import importlib
+import io
 
 import anyio
 
@@ -312,6 +373,61 @@ async def main():
 
 anyio.run(main)
 
+
+# The WSGI application, serving a Connect unary call and a server stream from sync code.
+from acme.hats.v1.hats_connect import (
+    HaberdasherClientSync,
+    HaberdasherSync,
+    HaberdasherWSGIApplication,
+)
+from connect_anyio.client import ConnectClientSync
+
+
+class SyncShop(HaberdasherSync):
+    def make_hat(self, request, ctx):
+        return hats_pb2.Hat(inches=request.inches, color="blue")
+
+    def make_similar_hats(self, request, ctx):
+        for i in range(2):
+            yield hats_pb2.Hat(inches=request.inches + i)
+
+
+assert issubclass(HaberdasherClientSync, ConnectClientSync)
+wsgi = HaberdasherWSGIApplication(SyncShop())
+assert wsgi.path == "/acme.hats.v1.Haberdasher"
+
+
+def wsgi_call(path, body, content_type):
+    started = []
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    chunks = list(wsgi(environ, lambda status, headers: started.append(status)))
+    return started[0], b"".join(chunks)
+
+
+status, body = wsgi_call(
+    "/acme.hats.v1.Haberdasher/MakeHat",
+    hats_pb2.Size(inches=7).SerializeToString(),
+    "application/proto",
+)
+assert status == "200 OK", (status, body)
+assert hats_pb2.Hat.FromString(body) == hats_pb2.Hat(inches=7, color="blue")
+size = hats_pb2.Size(inches=3).SerializeToString()
+status, body = wsgi_call(
+    "/acme.hats.v1.Haberdasher/MakeSimilarHats",
+    b"\\x00" + len(size).to_bytes(4, "big") + size,
+    "application/connect+proto",
+)
+assert status == "200 OK", (status, body)
+assert body.endswith(b"{}"), body  # the end-stream message: no error
+
 # A module in a directory named like a keyword, imported through importlib.
 keyword_path = importlib.import_module("acme.class.v1.keyword_path_connect")
 pb2 = importlib.import_module("acme.class.v1.keyword_path_pb2")
@@ -330,171 +446,3 @@ def test_runtime_smoke(generated_tree: Path, codegen: CodegenTools) -> None:
         env=codegen.python_env(generated_tree, codegen.runtime_src),
     )
     assert output.strip() == "ok"
-
-
-# The sync runtime classes as the generated code expects them (see the plugin's
-# EMIT_SYNC_RUNTIME); appended to a copy of the runtime to type-check that code now.
-SYNC_SERVER = """
-
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-
-from .interceptor import InterceptorSync as _InterceptorSync
-
-
-class ConnectWSGIApplication:
-    def __init__(
-        self,
-        *,
-        endpoints: _Mapping[str, EndpointSync[Any, Any]],
-        interceptors: _Iterable[_InterceptorSync] = (),
-        read_max_bytes: int | None = None,
-        compressions: _Iterable[Compression] | None = None,
-        codecs: _Iterable[Codec[Any, Any]] | None = None,
-        compress_min_bytes: int | None = None,
-    ) -> None:
-        raise NotImplementedError
-"""
-SYNC_CLIENT = """
-
-from collections.abc import Iterator as _Iterator
-
-
-class ResponseStreamSync(Generic[RES]):
-    def __iter__(self) -> _Iterator[RES]:
-        raise NotImplementedError
-
-
-class ConnectClientSync:
-    def __init__(self, address: str) -> None:
-        raise NotImplementedError
-
-    def execute_unary(
-        self,
-        *,
-        request: REQ,
-        method: MethodInfo[REQ, RES],
-        headers: HeadersArg = None,
-        timeout_ms: int | None = None,
-        use_get: bool = False,
-    ) -> RES:
-        raise NotImplementedError
-
-    def execute_client_stream(
-        self,
-        *,
-        request: Iterable[REQ],
-        method: MethodInfo[REQ, RES],
-        headers: HeadersArg = None,
-        timeout_ms: int | None = None,
-    ) -> RES:
-        raise NotImplementedError
-
-    def execute_server_stream(
-        self,
-        *,
-        request: REQ,
-        method: MethodInfo[REQ, RES],
-        headers: HeadersArg = None,
-        timeout_ms: int | None = None,
-    ) -> ResponseStreamSync[RES]:
-        raise NotImplementedError
-
-    def execute_bidi_stream(
-        self,
-        *,
-        request: Iterable[REQ],
-        method: MethodInfo[REQ, RES],
-        headers: HeadersArg = None,
-        timeout_ms: int | None = None,
-    ) -> ResponseStreamSync[RES]:
-        raise NotImplementedError
-"""
-SYNC_USAGE = """\
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-from typing_extensions import assert_type
-
-from acme.hats.v1 import hats_pb2
-from acme.hats.v1.hats_connect import (
-    HaberdasherClientSync,
-    HaberdasherWSGIApplication,
-)
-from connect_anyio.client import ResponseStreamSync
-from connect_anyio.request import RequestContext
-
-Ctx = RequestContext[hats_pb2.Size, hats_pb2.Hat]
-
-
-class SyncShop:
-    def make_hat(self, request: hats_pb2.Size, ctx: Ctx) -> hats_pb2.Hat:
-        return hats_pb2.Hat()
-
-    def make_similar_hats(self, request: hats_pb2.Size, ctx: Ctx) -> Iterator[hats_pb2.Hat]:
-        yield hats_pb2.Hat()
-
-    def collect_sizes(self, request: Iterator[hats_pb2.Size], ctx: Ctx) -> hats_pb2.Hat:
-        return hats_pb2.Hat()
-
-    def make_various_hats(
-        self, request: Iterator[hats_pb2.Size], ctx: Ctx
-    ) -> Iterator[hats_pb2.Hat]:
-        yield from ()
-
-
-class AsyncShop:
-    async def make_hat(self, request: hats_pb2.Size, ctx: Ctx) -> hats_pb2.Hat:
-        return hats_pb2.Hat()
-
-
-app = HaberdasherWSGIApplication(SyncShop())
-HaberdasherWSGIApplication(AsyncShop())  # type: ignore[arg-type]
-assert_type(app.path, str)
-
-
-def calls(client: HaberdasherClientSync) -> None:
-    size = hats_pb2.Size(inches=7)
-    assert_type(client.make_hat(size, use_get=True), hats_pb2.Hat)
-    assert_type(client.make_similar_hats(size), ResponseStreamSync[hats_pb2.Hat])
-    assert_type(client.collect_sizes([size]), hats_pb2.Hat)
-    assert_type(client.make_various_hats(iter([size])), ResponseStreamSync[hats_pb2.Hat])
-    client.collect_sizes(size)  # type: ignore[arg-type]
-"""
-
-
-@pytest.fixture(scope="module")
-def sync_tree(
-    generated_tree: Path, codegen: CodegenTools, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The tree with the modules generated with EMIT_SYNC_RUNTIME, and a runtime that has
-    the sync classes."""
-    root = tmp_path_factory.mktemp("sync")
-    shutil.copytree(generated_tree, root / "code")
-    request = codegen.request(codegen.proto_files(codegen.protos))
-    for name, content in codegen.files(codegen.generate(request, emit_sync_runtime=True)).items():
-        (root / "code" / name).write_text(content)
-    runtime = root / "runtime" / "connect_anyio"
-    shutil.copytree(codegen.runtime_src / "connect_anyio", runtime)
-    with (runtime / "server.py").open("a") as f:
-        f.write(SYNC_SERVER)
-    with (runtime / "client.py").open("a") as f:
-        f.write(SYNC_CLIENT)
-    return root
-
-
-def test_sync_runtime_code_ruff(sync_tree: Path) -> None:
-    code = sync_tree / "code"
-    ruff = [sys.executable, "-m", "ruff"]
-    files = _connect_files(code)
-    _run([*ruff, "check", "--isolated", "--no-cache", f"--select={RUFF_RULES}", *files], code)
-    _run([*ruff, "format", "--isolated", "--no-cache", "--check", "--diff", *files], code)
-
-
-def test_sync_runtime_code_mypy(sync_tree: Path, tmp_path: Path) -> None:
-    """Type-checks the WSGI application and sync client against the announced API."""
-    code = sync_tree / "code"
-    (code / "usage_check.py").write_text(USAGE)
-    (code / "sync_usage_check.py").write_text(SYNC_USAGE)
-    files = [f for f in _connect_files(code) if f not in UNTYPABLE]
-    _mypy(code, sync_tree / "runtime", ["usage_check.py", "sync_usage_check.py", *files], tmp_path)

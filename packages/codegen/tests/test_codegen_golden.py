@@ -31,7 +31,7 @@ class Case:
     name: str
     files: tuple[str, ...]
     parameter: str = ""
-    emit_sync_runtime: bool = False
+    emit_sync_runtime: bool | None = None
 
 
 HATS_AND_NAMES = ("acme/hats/v1/hats.proto", "acme/names/v1/names.proto")
@@ -44,8 +44,8 @@ CASES = [
         "default", tuple(sorted(p.relative_to(PROTOS).as_posix() for p in PROTOS.rglob("*.proto")))
     ),
     Case("method_names_proto", HATS_AND_NAMES, parameter="method_names=proto"),
-    # The WSGI application and the sync client, for when the runtime has them.
-    Case("sync_runtime", HATS_AND_NAMES, emit_sync_runtime=True),
+    # Without the WSGI application and the sync client (the plugin's switch turned off).
+    Case("without_sync_runtime", HATS_AND_NAMES, emit_sync_runtime=False),
 ]
 
 

@@ -95,13 +95,13 @@ def _check_with_ruff(outputs: dict[str, str], tmp_path: Path) -> None:
 def _generate(
     codegen: CodegenTools, files: list[descriptor_pb2.FileDescriptorProto]
 ) -> dict[str, str]:
-    """The generated modules, plus each with the sync runtime's classes (``*.sync.py``)."""
+    """The generated modules, plus each without the sync runtime's classes (``*.async.py``)."""
     request = plugin_pb2.CodeGeneratorRequest(
         file_to_generate=[f.name for f in files if f.service], proto_file=files
     )
     outputs = codegen.files(codegen.generate(request))
-    for name, content in codegen.files(codegen.generate(request, emit_sync_runtime=True)).items():
-        outputs[name.removesuffix(".py") + ".sync.py"] = content
+    for name, content in codegen.files(codegen.generate(request, emit_sync_runtime=False)).items():
+        outputs[name.removesuffix(".py") + ".async.py"] = content
     return outputs
 
 

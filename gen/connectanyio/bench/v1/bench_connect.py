@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
-from connect_anyio.client import ConnectClient, ResponseStream
+from connect_anyio.client import (
+    ConnectClient,
+    ConnectClientSync,
+    ResponseStream,
+    ResponseStreamSync,
+)
 from connect_anyio.code import Code
 from connect_anyio.codec import Codec
 from connect_anyio.compression import Compression
 from connect_anyio.errors import ConnectError
-from connect_anyio.interceptor import Interceptor
+from connect_anyio.interceptor import Interceptor, InterceptorSync
 from connect_anyio.method import IdempotencyLevel, MethodInfo, StreamType
 from connect_anyio.request import Headers, RequestContext
-from connect_anyio.server import ConnectASGIApplication, Endpoint, EndpointSync
+from connect_anyio.server import (
+    ConnectASGIApplication,
+    ConnectWSGIApplication,
+    Endpoint,
+    EndpointSync,
+)
 
 # isort: split
 from connectanyio.bench.v1 import bench_pb2
@@ -158,6 +168,34 @@ class BenchServiceASGIApplication(ConnectASGIApplication[BenchService]):
         return "/connectanyio.bench.v1.BenchService"
 
 
+class BenchServiceWSGIApplication(ConnectWSGIApplication):
+    """Serves connectanyio.bench.v1.BenchService over Connect and gRPC-Web (WSGI)."""
+
+    def __init__(
+        self,
+        service: BenchServiceSync,
+        *,
+        interceptors: Iterable[InterceptorSync] = (),
+        read_max_bytes: int | None = None,
+        compressions: Iterable[Compression] | None = None,
+        codecs: Iterable[Codec[Any, Any]] | None = None,
+        compress_min_bytes: int | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints=_bench_service_endpoints_sync(service),
+            interceptors=interceptors,
+            read_max_bytes=read_max_bytes,
+            compressions=compressions,
+            codecs=codecs,
+            compress_min_bytes=compress_min_bytes,
+        )
+
+    @property
+    def path(self) -> str:
+        """The URL path prefix of this service, for mounting it beside others."""
+        return "/connectanyio.bench.v1.BenchService"
+
+
 class BenchServiceClient(ConnectClient):
     """Calls connectanyio.bench.v1.BenchService."""
 
@@ -183,6 +221,40 @@ class BenchServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None,
         timeout_ms: int | None = None,
     ) -> ResponseStream[bench_pb2.ServerStreamResponse]:
+        """ServerStream sends count responses, each with the request's payload."""
+        return self.execute_server_stream(
+            request=request,
+            method=BenchServiceMethods.ServerStream,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+
+class BenchServiceClientSync(ConnectClientSync):
+    """Calls connectanyio.bench.v1.BenchService (blocking)."""
+
+    def unary(
+        self,
+        request: bench_pb2.UnaryRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> bench_pb2.UnaryResponse:
+        """Unary answers one request with its payload."""
+        return self.execute_unary(
+            request=request,
+            method=BenchServiceMethods.Unary,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def server_stream(
+        self,
+        request: bench_pb2.ServerStreamRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[bench_pb2.ServerStreamResponse]:
         """ServerStream sends count responses, each with the request's payload."""
         return self.execute_server_stream(
             request=request,

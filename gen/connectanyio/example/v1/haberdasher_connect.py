@@ -12,15 +12,25 @@ from collections.abc import (
 )
 from typing import Any, Protocol
 
-from connect_anyio.client import ConnectClient, ResponseStream
+from connect_anyio.client import (
+    ConnectClient,
+    ConnectClientSync,
+    ResponseStream,
+    ResponseStreamSync,
+)
 from connect_anyio.code import Code
 from connect_anyio.codec import Codec
 from connect_anyio.compression import Compression
 from connect_anyio.errors import ConnectError
-from connect_anyio.interceptor import Interceptor
+from connect_anyio.interceptor import Interceptor, InterceptorSync
 from connect_anyio.method import IdempotencyLevel, MethodInfo, StreamType
 from connect_anyio.request import Headers, RequestContext
-from connect_anyio.server import ConnectASGIApplication, Endpoint, EndpointSync
+from connect_anyio.server import (
+    ConnectASGIApplication,
+    ConnectWSGIApplication,
+    Endpoint,
+    EndpointSync,
+)
 
 # isort: split
 from connectanyio.example.v1 import haberdasher_pb2
@@ -247,6 +257,34 @@ class HaberdasherASGIApplication(ConnectASGIApplication[Haberdasher]):
         return "/connectanyio.example.v1.Haberdasher"
 
 
+class HaberdasherWSGIApplication(ConnectWSGIApplication):
+    """Serves connectanyio.example.v1.Haberdasher over Connect and gRPC-Web (WSGI)."""
+
+    def __init__(
+        self,
+        service: HaberdasherSync,
+        *,
+        interceptors: Iterable[InterceptorSync] = (),
+        read_max_bytes: int | None = None,
+        compressions: Iterable[Compression] | None = None,
+        codecs: Iterable[Codec[Any, Any]] | None = None,
+        compress_min_bytes: int | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints=_haberdasher_endpoints_sync(service),
+            interceptors=interceptors,
+            read_max_bytes=read_max_bytes,
+            compressions=compressions,
+            codecs=codecs,
+            compress_min_bytes=compress_min_bytes,
+        )
+
+    @property
+    def path(self) -> str:
+        """The URL path prefix of this service, for mounting it beside others."""
+        return "/connectanyio.example.v1.Haberdasher"
+
+
 class HaberdasherClient(ConnectClient):
     """Calls connectanyio.example.v1.Haberdasher."""
 
@@ -306,6 +344,74 @@ class HaberdasherClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None,
         timeout_ms: int | None = None,
     ) -> ResponseStream[haberdasher_pb2.Hat]:
+        """MakeVariousHats answers each size with a hat as soon as it arrives."""
+        return self.execute_bidi_stream(
+            request=request,
+            method=HaberdasherMethods.MakeVariousHats,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+
+class HaberdasherClientSync(ConnectClientSync):
+    """Calls connectanyio.example.v1.Haberdasher (blocking)."""
+
+    def make_hat(
+        self,
+        request: haberdasher_pb2.Size,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> haberdasher_pb2.Hat:
+        """MakeHat makes one hat of the requested size. It has no side effects, so
+        clients may call it with HTTP GET.
+        """
+        return self.execute_unary(
+            request=request,
+            method=HaberdasherMethods.MakeHat,
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+
+    def make_similar_hats(
+        self,
+        request: haberdasher_pb2.Size,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[haberdasher_pb2.Hat]:
+        """MakeSimilarHats streams a few hats around the requested size."""
+        return self.execute_server_stream(
+            request=request,
+            method=HaberdasherMethods.MakeSimilarHats,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def collect_sizes(
+        self,
+        request: Iterable[haberdasher_pb2.Size],
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> haberdasher_pb2.Hat:
+        """CollectSizes takes a stream of sizes and makes one hat of their average."""
+        return self.execute_client_stream(
+            request=request,
+            method=HaberdasherMethods.CollectSizes,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def make_various_hats(
+        self,
+        request: Iterable[haberdasher_pb2.Size],
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[haberdasher_pb2.Hat]:
         """MakeVariousHats answers each size with a hat as soon as it arrives."""
         return self.execute_bidi_stream(
             request=request,

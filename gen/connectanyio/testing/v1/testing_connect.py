@@ -12,15 +12,25 @@ from collections.abc import (
 )
 from typing import Any, Protocol
 
-from connect_anyio.client import ConnectClient, ResponseStream
+from connect_anyio.client import (
+    ConnectClient,
+    ConnectClientSync,
+    ResponseStream,
+    ResponseStreamSync,
+)
 from connect_anyio.code import Code
 from connect_anyio.codec import Codec
 from connect_anyio.compression import Compression
 from connect_anyio.errors import ConnectError
-from connect_anyio.interceptor import Interceptor
+from connect_anyio.interceptor import Interceptor, InterceptorSync
 from connect_anyio.method import IdempotencyLevel, MethodInfo, StreamType
 from connect_anyio.request import Headers, RequestContext
-from connect_anyio.server import ConnectASGIApplication, Endpoint, EndpointSync
+from connect_anyio.server import (
+    ConnectASGIApplication,
+    ConnectWSGIApplication,
+    Endpoint,
+    EndpointSync,
+)
 
 # isort: split
 from connectanyio.testing.v1 import testing_pb2
@@ -326,6 +336,34 @@ class EchoServiceASGIApplication(ConnectASGIApplication[EchoService]):
         return "/connectanyio.testing.v1.EchoService"
 
 
+class EchoServiceWSGIApplication(ConnectWSGIApplication):
+    """Serves connectanyio.testing.v1.EchoService over Connect and gRPC-Web (WSGI)."""
+
+    def __init__(
+        self,
+        service: EchoServiceSync,
+        *,
+        interceptors: Iterable[InterceptorSync] = (),
+        read_max_bytes: int | None = None,
+        compressions: Iterable[Compression] | None = None,
+        codecs: Iterable[Codec[Any, Any]] | None = None,
+        compress_min_bytes: int | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints=_echo_service_endpoints_sync(service),
+            interceptors=interceptors,
+            read_max_bytes=read_max_bytes,
+            compressions=compressions,
+            codecs=codecs,
+            compress_min_bytes=compress_min_bytes,
+        )
+
+    @property
+    def path(self) -> str:
+        """The URL path prefix of this service, for mounting it beside others."""
+        return "/connectanyio.testing.v1.EchoService"
+
+
 class EchoServiceClient(ConnectClient):
     """Calls connectanyio.testing.v1.EchoService."""
 
@@ -415,6 +453,102 @@ class EchoServiceClient(ConnectClient):
     ) -> empty_pb2.Empty:
         """Nothing takes and returns google.protobuf.Empty."""
         return await self.execute_unary(
+            request=request,
+            method=EchoServiceMethods.Nothing,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+
+class EchoServiceClientSync(ConnectClientSync):
+    """Calls connectanyio.testing.v1.EchoService (blocking)."""
+
+    def echo(
+        self,
+        request: testing_pb2.EchoRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> testing_pb2.EchoResponse:
+        """Echo answers one request. It has no side effects, so GET is allowed."""
+        return self.execute_unary(
+            request=request,
+            method=EchoServiceMethods.Echo,
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+
+    def echo_post(
+        self,
+        request: testing_pb2.EchoRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> testing_pb2.EchoResponse:
+        """EchoPost is Echo without GET."""
+        return self.execute_unary(
+            request=request,
+            method=EchoServiceMethods.EchoPost,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def server_stream(
+        self,
+        request: testing_pb2.EchoRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[testing_pb2.EchoResponse]:
+        """ServerStream sends response_count responses."""
+        return self.execute_server_stream(
+            request=request,
+            method=EchoServiceMethods.ServerStream,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def client_stream(
+        self,
+        request: Iterable[testing_pb2.EchoRequest],
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> testing_pb2.EchoResponse:
+        """ClientStream answers once, with every request's text."""
+        return self.execute_client_stream(
+            request=request,
+            method=EchoServiceMethods.ClientStream,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def bidi(
+        self,
+        request: Iterable[testing_pb2.EchoRequest],
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[testing_pb2.EchoResponse]:
+        """Bidi answers each request as it arrives."""
+        return self.execute_bidi_stream(
+            request=request,
+            method=EchoServiceMethods.Bidi,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def nothing(
+        self,
+        request: empty_pb2.Empty,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> empty_pb2.Empty:
+        """Nothing takes and returns google.protobuf.Empty."""
+        return self.execute_unary(
             request=request,
             method=EchoServiceMethods.Nothing,
             headers=headers,

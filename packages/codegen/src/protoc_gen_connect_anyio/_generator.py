@@ -715,7 +715,7 @@ class _FileGenerator:
 
     def _emit_wsgi(self, service: _Service, w: _Writer) -> None:
         self._class_header(service.wsgi, w("ConnectWSGIApplication"), w)
-        w.own_docstring(f"Serves {service.full_name} over Connect, gRPC and gRPC-Web (WSGI).", 4)
+        w.own_docstring(f"Serves {service.full_name} over Connect and gRPC-Web (WSGI).", 4)
         w.line()
         _signature(
             "def __init__",

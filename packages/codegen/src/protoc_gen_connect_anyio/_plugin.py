@@ -11,11 +11,12 @@ from google.protobuf.compiler import plugin_pb2
 
 from ._generator import GenerationError, TypeIndex, generate_file, parse_parameter
 
-EMIT_SYNC_RUNTIME = False
+EMIT_SYNC_RUNTIME = True
 """Whether to emit ``FooWSGIApplication`` and ``FooClientSync``.
 
 They build on ``connect_anyio.server.ConnectWSGIApplication`` and
-``connect_anyio.client.ConnectClientSync``, which the runtime does not have yet.
+``connect_anyio.client.ConnectClientSync``/``ResponseStreamSync``; switch this off
+only to generate for a runtime without them.
 """
 
 MINIMUM_EDITION = descriptor_pb2.EDITION_PROTO2

@@ -9,6 +9,7 @@ __all__ = [
     "ConnectClient",
     "ConnectClientSync",
     "ConnectError",
+    "ConnectWSGIApplication",
     "Endpoint",
     "EndpointSync",
     "HTTPClient",
@@ -46,6 +47,6 @@ from .errors import ConnectError
 from .method import IdempotencyLevel, MethodInfo, StreamType
 from .protocol import ProtocolType
 from .request import Headers, RequestContext
-from .server import ConnectASGIApplication, Endpoint, EndpointSync
+from .server import ConnectASGIApplication, ConnectWSGIApplication, Endpoint, EndpointSync
 
 __version__ = "0.1.0"

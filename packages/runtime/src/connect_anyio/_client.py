@@ -6,10 +6,11 @@ Nothing here knows which protocol is in use; it asks the protocol object
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -67,6 +68,23 @@ def deadline_error() -> ConnectError:
     return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
 
 
+@contextlib.contextmanager
+def attribute_deadline(deadline: float) -> Iterator[None]:
+    """A transport failure with ``canceled`` once the deadline has passed is the deadline.
+
+    The server enforces the deadline we sent too, and may reset the stream (HTTP/2
+    CANCEL) a moment before our own timer fires, when our event loop is busy. Once the
+    deadline is past, that reset is the deadline expiring, as connect-go and gRPC
+    report it.
+    """
+    try:
+        yield
+    except ConnectError as e:
+        if e.code is Code.CANCELED and anyio.current_time() >= deadline:
+            raise deadline_error() from e
+        raise
+
+
 @dataclass(slots=True)
 class CallState:
     """Per-call links between the public stream object and the innermost call."""
@@ -102,6 +120,10 @@ class ClientCore:
         else:
             accepted = [c for c in (resolve_compression(a) for a in accept_compression) if c]
         self.accept = {c.name(): c for c in accepted}
+        if self.send_compression is not None:
+            # Servers answer in the request's encoding when the accept list names none
+            # they support (connect-go and gRPC do): what we send with, we must read.
+            self.accept.setdefault(self.send_compression.name(), self.send_compression)
         self.timeout_ms = timeout_ms
         self.read_max_bytes = read_max_bytes
         self.compress_min_bytes = (
@@ -157,11 +179,13 @@ class ClientCore:
         call = self.new_call(ctx, stream=False)
         http_request = call.unary_request(request, ctx.http_method() == "GET")
         messages: list[Any] = []
-        with anyio.CancelScope(deadline=self.deadline(ctx)) as scope:
+        deadline = self.deadline(ctx)
+        with anyio.CancelScope(deadline=deadline) as scope:
             try:
-                status, headers, body, trailers = await self.http.unary(
-                    self.origin, http_request, self.needs_http2
-                )
+                with attribute_deadline(deadline):
+                    status, headers, body, trailers = await self.http.unary(
+                        self.origin, http_request, self.needs_http2
+                    )
                 call.on_response_start(status, headers)
                 messages = call.feed(body)
                 messages += call.finish(trailers)
@@ -251,7 +275,7 @@ class StreamCall(Generic[REQ, RES]):
         if self._state is not None and core.http.full_duplex(core.origin, core.needs_http2):
             pump = self._state.task_group
         try:
-            with self._scope() as scope:
+            with self._scope() as scope, attribute_deadline(self._deadline):
                 response = await core.http.open(core.origin, request, body, pump, core.needs_http2)
             if scope.cancelled_caught:
                 raise deadline_error()
@@ -285,7 +309,7 @@ class StreamCall(Generic[REQ, RES]):
             while not self._pending:
                 if self._done:
                     raise StopAsyncIteration
-                with self._scope() as scope:
+                with self._scope() as scope, attribute_deadline(self._deadline):
                     chunk = await response.receive()
                 if scope.cancelled_caught:
                     raise deadline_error()

@@ -61,18 +61,52 @@ class ResponseStreamSync(Generic[RES]):
     Iterate it. Use it as ``with`` to bound the call: leaving the block (or
     ``close()``) before the last message cancels the call on the wire. Inside
     ``with``, a bidirectional call over HTTP/2 is full duplex.
+
+    With sync interceptors, iteration goes through what they return, and closing
+    closes that too (so their ``finally`` blocks and ``on_end_sync`` run); the call
+    on the wire starts when the chain reaches it.
     """
 
-    def __init__(self, client: ConnectClientSync, stream: ResponseStream[RES]) -> None:
+    def __init__(self, client: ConnectClientSync, ctx: RequestContext[Any, RES]) -> None:
         self._client = client
-        self._stream = stream
+        self._ctx = ctx
+        self._stream: ResponseStream[RES] | None = None
+        """The async call, once the interceptor chain has reached it."""
+        self._iterator: Iterator[RES] | None = None
+        """What the interceptor chain returned (without interceptors: the call's messages)."""
         self._cm: AbstractContextManager[Any] | None = None
+        self._entered = False
         self._done = False
 
-    def __enter__(self) -> ResponseStreamSync[RES]:
-        cm = self._client._portal.wrap_async_context_manager(self._stream)
+    def _attach(self, stream: ResponseStream[RES]) -> Iterator[RES]:
+        """The innermost step of the chain: the call on the wire, as an iterator."""
+        self._stream = stream
+        if self._entered and self._cm is None:
+            self._enter_stream(stream)
+        return self._receive(stream)
+
+    def _enter_stream(self, stream: ResponseStream[RES]) -> None:
+        cm = self._client._portal.wrap_async_context_manager(stream)
         cm.__enter__()
         self._cm = cm
+
+    def _receive(self, stream: ResponseStream[RES]) -> Iterator[RES]:
+        while True:
+            try:
+                message = self._client._run(stream.__anext__)
+            except StopAsyncIteration:
+                return
+            yield message
+
+    def _close_iterator(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> ResponseStreamSync[RES]:
+        self._entered = True
+        if self._stream is not None and self._cm is None:
+            self._enter_stream(self._stream)
         return self
 
     def __exit__(
@@ -81,36 +115,49 @@ class ResponseStreamSync(Generic[RES]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._done = True
         cm, self._cm = self._cm, None
-        if cm is not None:
-            cm.__exit__(exc_type, exc, tb)
-        else:
-            self.close()
+        try:
+            self._close_iterator()
+        finally:
+            if cm is not None:
+                cm.__exit__(exc_type, exc, tb)
+            elif self._stream is not None:
+                self._client._run(self._stream.aclose)
 
     def __iter__(self) -> ResponseStreamSync[RES]:
         return self
 
     def __next__(self) -> RES:
-        if self._done:
+        if self._done or self._iterator is None:
             raise StopIteration
         try:
-            return self._client._run(self._stream.__anext__)
-        except StopAsyncIteration:
+            return next(self._iterator)
+        except StopIteration:
             self._done = True
-            raise StopIteration from None
+            raise
 
     def response_headers(self) -> Headers:
         """The response headers, waiting for them if needed."""
-        return self._client._run(self._stream.response_headers)
+        stream = self._stream
+        if stream is None:
+            raise RuntimeError(
+                "response headers of an intercepted stream are available through ResponseMetadata"
+            )
+        return self._client._run(stream.response_headers)
 
     def response_trailers(self) -> Headers:
-        return self._stream.response_trailers()
+        stream = self._stream
+        return stream.response_trailers() if stream is not None else Headers()
 
     def close(self) -> None:
         """Ends the call, cancelling it on the wire if responses are still coming."""
         self._done = True
-        if self._cm is None:
-            self._client._run(self._stream.aclose)
+        try:
+            self._close_iterator()
+        finally:
+            if self._cm is None and self._stream is not None:
+                self._client._run(self._stream.aclose)
 
 
 class ConnectClientSync:
@@ -119,6 +166,10 @@ class ConnectClientSync:
     Same options as ``ConnectClient``; interceptors are the ``...Sync`` kinds.
     Safe to share between threads. Close it (``close()`` or ``with``) to stop its
     event-loop thread.
+
+    An ``http_client`` given here belongs to this client from then on: its
+    connections live on this client's event loop, so it is closed with the client
+    and must not be shared with another client.
     """
 
     def __init__(
@@ -193,17 +244,35 @@ class ConnectClientSync:
     def _send_client_stream(self, requests: Iterable[Any], ctx: RequestContext[Any, Any]) -> Any:
         return self._run(lambda: self._core.client_stream(_pull(requests), ctx))
 
-    def _send_server_stream(
-        self, request: Any, ctx: RequestContext[Any, Any]
-    ) -> ResponseStreamSync[Any]:
+    def _outer_stream(self, ctx: RequestContext[Any, Any]) -> ResponseStreamSync[Any]:
+        """The public stream of this call (an interceptor that swapped the context gets one of
+        its own, iterable but not bounded by the caller's ``with``)."""
+        outer = ctx._call_state
+        return outer if isinstance(outer, ResponseStreamSync) else ResponseStreamSync(self, ctx)
+
+    def _send_server_stream(self, request: Any, ctx: RequestContext[Any, Any]) -> Iterator[Any]:
+        outer = self._outer_stream(ctx)
         stream = self._client._response_stream(self._client._server_stream, request, ctx)
-        return ResponseStreamSync(self, stream)
+        return outer._attach(stream)
 
     def _send_bidi_stream(
         self, requests: Iterable[Any], ctx: RequestContext[Any, Any]
-    ) -> ResponseStreamSync[Any]:
+    ) -> Iterator[Any]:
+        outer = self._outer_stream(ctx)
         stream = self._client._response_stream(self._client._bidi_stream, _pull(requests), ctx)
-        return ResponseStreamSync(self, stream)
+        return outer._attach(stream)
+
+    def _start_stream(
+        self,
+        chain: Callable[[Any, RequestContext[Any, RES]], Iterator[RES]],
+        request: Any,
+        ctx: RequestContext[Any, RES],
+    ) -> ResponseStreamSync[RES]:
+        stream: ResponseStreamSync[RES] = ResponseStreamSync(self, ctx)
+        # How the chain's innermost step finds this call's public stream.
+        ctx._call_state = stream
+        stream._iterator = chain(request, ctx)
+        return stream
 
     # -- public ------------------------------------------------------------------
 
@@ -241,8 +310,7 @@ class ConnectClientSync:
         timeout_ms: int | None = None,
     ) -> ResponseStreamSync[RES]:
         ctx = self._core.new_context(method, headers, timeout_ms)
-        result: ResponseStreamSync[RES] = self._server_stream(request, ctx)
-        return result
+        return self._start_stream(self._server_stream, request, ctx)
 
     def execute_bidi_stream(
         self,
@@ -253,8 +321,7 @@ class ConnectClientSync:
         timeout_ms: int | None = None,
     ) -> ResponseStreamSync[RES]:
         ctx = self._core.new_context(method, headers, timeout_ms)
-        result: ResponseStreamSync[RES] = self._bidi_stream(request, ctx)
-        return result
+        return self._start_stream(self._bidi_stream, request, ctx)
 
     def close(self) -> None:
         """Closes the connections and stops the event-loop thread."""
@@ -263,6 +330,9 @@ class ConnectClientSync:
         self._closed = True
         try:
             self._portal.call(self._client.close)
+            if not self._core.owns_http:
+                # Its connections belong to this client's loop, which is about to stop.
+                self._portal.call(self._core.http.aclose)
         finally:
             self._portal_cm.__exit__(None, None, None)
 

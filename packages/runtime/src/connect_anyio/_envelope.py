@@ -93,3 +93,8 @@ class EnvelopeDecoder:
     def pending(self) -> int:
         """Bytes held of an incomplete envelope (0 at a boundary)."""
         return len(self._buf)
+
+    @property
+    def needed(self) -> int:
+        """Bytes still missing from the envelope being read (a header's worth at a boundary)."""
+        return self._need or HEADER_SIZE

@@ -243,6 +243,12 @@ class H2Connection:
         if max_header_list_size is not None:
             settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_list_size
         self._h2.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        # h2 derives these limits from the settings it was built with and updates them only
+        # when a settings change is acknowledged; ours are initial values, so apply them now
+        # (else a peer's frames above 16 KiB, which our SETTINGS allow, are a FRAME_SIZE_ERROR).
+        self._h2.max_inbound_frame_size = self._h2.local_settings.max_frame_size
+        if max_header_list_size is not None:
+            self._h2.decoder.max_header_list_size = max_header_list_size
         self._connection_window = connection_window
 
     async def start(self) -> None:
@@ -298,10 +304,17 @@ class H2Connection:
 
     # -- server role -------------------------------------------------------------
 
-    async def serve(self) -> None:
-        """Reads the connection until it ends (server role: the one reader)."""
+    async def serve(self, initial: bytes = b"") -> None:
+        """Reads the connection until it ends (server role: the one reader).
+
+        ``initial``: bytes read before this object existed. They are fed only once
+        this task is the reader: a handler started by a request in them must not
+        elect itself reader too (two tasks reading one socket).
+        """
         self._reading = True
         try:
+            if initial:
+                await self.feed(initial)
             while self.error is None:
                 await self._read_once()
         finally:

@@ -160,12 +160,16 @@ def encode_binary_header(value: bytes) -> str:
 
 
 def decode_binary_header(value: str) -> bytes:
-    """Accepts padded and unpadded, standard and URL-safe base64."""
+    """Accepts padded and unpadded, standard and URL-safe base64.
+
+    Strict: characters outside the alphabet raise ``ValueError`` (``b64decode`` would
+    silently drop them, turning garbage into some other message).
+    """
     v = value.strip()
     v += "=" * (-len(v) % 4)
     if "-" in v or "_" in v:
-        return base64.urlsafe_b64decode(v)
-    return base64.b64decode(v)
+        return base64.b64decode(v, altchars=b"-_", validate=True)
+    return base64.b64decode(v, validate=True)
 
 
 def is_reserved_header(name: str) -> bool:
@@ -226,6 +230,12 @@ class ServerCall:
     def finish(self) -> list[Any]:
         """End of the request body: any last messages; raises on a truncated body."""
         raise NotImplementedError
+
+    def read_hint(self) -> int | None:
+        """How many more body bytes complete the next request message, when the framing
+        tells; ``None`` otherwise. A reader whose reads block until they are filled (WSGI's
+        ``wsgi.input``) asks for no more, so it never waits for bytes not yet sent."""
+        return None
 
     def whole_response(
         self,

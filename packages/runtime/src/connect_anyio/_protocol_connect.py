@@ -48,16 +48,20 @@ def error_to_dict(error: ConnectError) -> dict[str, Any]:
     return out
 
 
-def error_from_dict(data: object, *, metadata: Headers | None = None) -> ConnectError | None:
-    """The error a JSON object describes, or ``None`` if it is not a valid Connect error."""
+def error_from_dict(
+    data: object, *, fallback: Code, metadata: Headers | None = None
+) -> ConnectError | None:
+    """The error a JSON object describes, or ``None`` if it is not a JSON object.
+
+    A missing, null or unrecognized ``code`` is ``fallback``: the code implied by the HTTP
+    status for a unary error, ``unknown`` in an end-stream message (as connect-go does).
+    """
     from google.protobuf import any_pb2
 
     if not isinstance(data, dict):
         return None
     name = data.get("code")
-    if not isinstance(name, str) or not name:
-        return None
-    code = Code.from_name(name) or Code.UNKNOWN
+    code = (Code.from_name(name) if isinstance(name, str) else None) or fallback
     message = data.get("message") or ""
     if not isinstance(message, str):
         message = str(message)
@@ -344,6 +348,9 @@ class ConnectStreamServerCall(_ConnectServerCall):
             )
         return []
 
+    def read_hint(self) -> int | None:
+        return self._decoder.needed
+
     def start_stream(self, headers: Headers | None) -> p.ResponseStart:
         raw: p.RawHeaders = [
             (b"content-type", (_STREAM_PREFIX + self.codec.name()).encode()),
@@ -530,7 +537,8 @@ class ConnectUnaryClientCall(_ConnectClientCall):
         self._status = status
         h = self.response_headers
         for k, v in headers:
-            key = k.decode("latin-1")
+            # Header names are case-insensitive; HTTP/1.1 peers send them in any case.
+            key = k.decode("latin-1").lower()
             if key.startswith("trailer-"):
                 self.response_trailers.add(key[8:], v.decode("latin-1"))
             else:
@@ -589,7 +597,11 @@ class ConnectUnaryClientCall(_ConnectClientCall):
         ct = (self.response_headers.get("content-type") or "").split(";", 1)[0].strip().lower()
         if body and ct == "application/json":
             try:
-                err = error_from_dict(json.loads(bytes(body)), metadata=self._meta())
+                err = error_from_dict(
+                    json.loads(bytes(body)),
+                    fallback=Code.from_http_status(self._status),
+                    metadata=self._meta(),
+                )
             except ValueError:
                 err = None
         if err is None:
@@ -675,8 +687,9 @@ class ConnectStreamClientCall(_ConnectClientCall):
                 if isinstance(values, list):
                     for v in values:
                         self.response_trailers.add(str(k), str(v))
-        if "error" in body:
-            err = error_from_dict(body["error"], metadata=self._meta())
+        if body.get("error") is not None:
+            # ``"error": null`` is no error.
+            err = error_from_dict(body["error"], fallback=Code.UNKNOWN, metadata=self._meta())
             if err is None:
                 raise ConnectError(
                     Code.INTERNAL, "protocol error: invalid error in end-stream message"
@@ -702,7 +715,9 @@ class ConnectStreamClientCall(_ConnectClientCall):
             if self._error_body and ct == "application/json":
                 try:
                     err = error_from_dict(
-                        json.loads(bytes(self._error_body)), metadata=self._meta()
+                        json.loads(bytes(self._error_body)),
+                        fallback=Code.from_http_status(self._status),
+                        metadata=self._meta(),
                     )
                 except ValueError:
                     err = None

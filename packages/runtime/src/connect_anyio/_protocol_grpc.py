@@ -218,6 +218,9 @@ class GRPCServerCall(p.ServerCall):
             )
         return []
 
+    def read_hint(self) -> int | None:
+        return self._decoder.needed
+
     def _head(self, headers: Headers | None) -> p.RawHeaders:
         raw: p.RawHeaders = [(b"content-type", self._content_type)]
         if self._res_compression is not None:
@@ -254,13 +257,20 @@ class GRPCServerCall(p.ServerCall):
     ) -> p.WholeResponse:
         if error is not None:
             status = status_trailers(error, trailers)
+            if headers and p.user_headers(headers):
+                # Custom headers must stay headers: Trailers-Only would turn them into
+                # trailers. Send headers, then the status as trailers.
+                start = self.start_stream(headers)
+                tail, http_trailers = self.end_stream(error, trailers)
+                return p.WholeResponse(start, tail, http_trailers)
             if self.web:
                 # Trailers-only: the status travels in the only header block.
                 return p.WholeResponse(p.ResponseStart(200, self._head(headers) + status), b"")
             start = p.ResponseStart(200, self._head(headers), trailers=True)
             return p.WholeResponse(start, b"", status, trailers_only=True)
         start = self.start_stream(headers)
-        body = self.encode_message(message)
+        # No message: a response stream that ended before its first message.
+        body = b"" if message is None else self.encode_message(message)
         tail, http_trailers = self.end_stream(None, trailers)
         return p.WholeResponse(start, body + tail, http_trailers)
 
@@ -312,7 +322,8 @@ class GRPCClientCall(p.ClientCall):
         self._decoder = EnvelopeDecoder(read_max_bytes)
         self._status = 0
         self._res_compression: Compression | None = None
-        self._trailers_only = False
+        self._status_in_headers = False
+        self._body_seen = False
         self._web_trailers: p.RawHeaders | None = None
 
     def _request(self, body: bytes | None) -> p.ClientRequest:
@@ -359,11 +370,9 @@ class GRPCClientCall(p.ClientCall):
             raise ConnectError(
                 Code.from_http_status(status), f"HTTP status {status}", metadata=self._meta()
             )
-        if "grpc-status" in h:
-            # Trailers-only: the headers are the trailers; no body follows.
-            self._trailers_only = True
-            self.response_trailers = h
-            self.response_headers = Headers()
+        # A grpc-status here makes a trailers-only response only if nothing follows (no
+        # body, no trailers): ``finish`` decides. Until then these are headers.
+        self._status_in_headers = "grpc-status" in h
         ct = (h.get("content-type") or "").split(";", 1)[0].strip().lower()
         expected = "application/grpc-web" if self.web else "application/grpc"
         if not (ct == expected or ct.startswith(expected + "+")):
@@ -372,11 +381,12 @@ class GRPCClientCall(p.ClientCall):
                 f"invalid content-type: {ct!r}; expecting {expected!r}",
                 metadata=self._meta(),
             )
-        if self._trailers_only:
-            return
         name = h.get("grpc-encoding")
         if name and name != "identity":
             found = self._accept.get(name)
+            if found is None and self._status_in_headers:
+                # Likely trailers-only; a compressed message would fail on its own.
+                return
             if found is None:
                 raise ConnectError(
                     Code.INTERNAL,
@@ -386,6 +396,8 @@ class GRPCClientCall(p.ClientCall):
             self._res_compression = found
 
     def feed(self, chunk: bytes) -> list[Any]:
+        if chunk:
+            self._body_seen = True
         try:
             envelopes = self._decoder.feed(chunk)
         except EnvelopeTooLargeError as e:
@@ -414,8 +426,13 @@ class GRPCClientCall(p.ClientCall):
             raise ConnectError(
                 Code.INTERNAL, "protocol error: incomplete envelope at end of response"
             )
-        if not self._trailers_only:
-            raw = self._web_trailers if self.web else trailers
+        raw = self._web_trailers if self.web else trailers
+        if self._status_in_headers and not self._body_seen and not raw:
+            # Trailers-only: the one header block was the trailers. Cleared in place, so
+            # whoever already holds the headers object sees it empty.
+            self.response_trailers = self.response_headers.copy()
+            self.response_headers.clear()
+        else:
             if raw is None:
                 raise ConnectError(
                     Code.INTERNAL,

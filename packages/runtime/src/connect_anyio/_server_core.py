@@ -285,6 +285,15 @@ class _RequestStream:
     async def aclose(self) -> None:
         await self._receive.aclose()
 
+    def close(self) -> None:
+        self._receive.close()
+
+
+def _close_requests(request: Any) -> None:
+    """Closes a streaming call's request channel once the handler is done with it."""
+    if isinstance(request, _RequestStream):
+        request.close()
+
 
 async def _read_single(call: p.ServerCall, io: ServerIO) -> Any:
     messages: list[Any] = []
@@ -294,7 +303,9 @@ async def _read_single(call: p.ServerCall, io: ServerIO) -> Any:
             messages.extend(call.finish())
             break
         messages.extend(call.feed(chunk))
-    return p.require_single(messages, what="unary request", code=Code.INVALID_ARGUMENT)
+    # Zero or several messages where one belongs is a cardinality violation: UNIMPLEMENTED,
+    # as gRPC's status code guide and connect-go have it.
+    return p.require_single(messages, what="unary request", code=Code.UNIMPLEMENTED)
 
 
 async def _watch(io: ServerIO, scope: anyio.CancelScope) -> None:
@@ -366,7 +377,10 @@ async def _run_single_response(
     with anyio.CancelScope(deadline=deadline) as scope:
         try:
             request = await _prepare_request(route, call, io, tg)
-            result = await route.call(request, ctx)
+            try:
+                result = await route.call(request, ctx)
+            finally:
+                _close_requests(request)
         except Disconnected:
             raise
         except Exception as e:
@@ -402,9 +416,12 @@ async def _run_streaming_response(
                         started = True
                         await io.send_start(start, data, False)
             finally:
-                aclose = getattr(responses, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                try:
+                    aclose = getattr(responses, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                finally:
+                    _close_requests(request)
         except Disconnected:
             raise
         except Exception as e:

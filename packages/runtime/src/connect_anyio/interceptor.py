@@ -4,7 +4,9 @@ An interceptor implements one or more of the methods below; each RPC uses the
 interceptors whose method matches its stream type, plus every metadata
 interceptor. For ``[A, B, C]`` the order is A, B, C on the way in and C, B, A on
 the way out: ``A.on_start, B.on_start, C.on_start, handler, C.on_end, B.on_end,
-A.on_end``. ``on_end`` runs on errors and cancellation too.
+A.on_end``. ``on_end`` runs on errors and cancellation too: when the call was
+cancelled (deadline, client gone), it runs shielded from that cancellation, so it
+can still await; keep it short.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = [
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import anyio
 
 from .method import StreamType
 from .request import RequestContext
@@ -192,7 +196,8 @@ def _metadata_async(interceptor: Any, stream_type: StreamType, call_next: Any) -
                 async for item in call_next(request, ctx):
                     yield item
             finally:
-                await on_end(token, ctx)
+                with anyio.CancelScope(shield=True):
+                    await on_end(token, ctx)
 
         return stream
 
@@ -201,7 +206,8 @@ def _metadata_async(interceptor: Any, stream_type: StreamType, call_next: Any) -
         try:
             return await call_next(request, ctx)
         finally:
-            await on_end(token, ctx)
+            with anyio.CancelScope(shield=True):
+                await on_end(token, ctx)
 
     return single
 

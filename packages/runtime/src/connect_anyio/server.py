@@ -1,8 +1,8 @@
-"""Serving RPCs: endpoints and the ASGI application."""
+"""Serving RPCs: endpoints, the ASGI application and the WSGI application."""
 
 from __future__ import annotations
 
-__all__ = ["ConnectASGIApplication", "Endpoint", "EndpointSync"]
+__all__ = ["ConnectASGIApplication", "ConnectWSGIApplication", "Endpoint", "EndpointSync"]
 
 import inspect
 import logging
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _server_asgi
 from ._server_core import Router, ServerConfig, build_routes
+from ._server_wsgi import ConnectWSGIApplication
 from .method import MethodInfo, StreamType
 
 if TYPE_CHECKING:

@@ -283,7 +283,7 @@ async def test_bidi_ping_pong(grpcio_server: GrpcioPeer) -> None:
 async def _drain(responses: AsyncIterator[EchoResponse], into: list[EchoResponse]) -> None:
     """Reads a response stream into ``into``; what arrived before an error stays there."""
     async for response in responses:
-        into.append(response)  # noqa: PERF401 (keeps what arrived before an error)
+        into.append(response)
 
 
 FAILURE = testing_pb2.Failure(

@@ -49,6 +49,7 @@ class H2ServerConnection:
         )
         self._task_group: TaskGroup | None = None
         self._active = 0
+        self._shutdown = anyio.Event()
 
     @property
     def busy(self) -> bool:
@@ -56,8 +57,15 @@ class H2ServerConnection:
 
     def begin_shutdown(self) -> None:
         """GOAWAY: streams in flight finish, new ones are refused."""
-        if self._task_group is not None:
-            self._task_group.start_soon(self._conn.send_goaway)
+        # An event, not start_soon: the task group may not be running yet, or be closing
+        # (trio then refuses new tasks: "Nursery is closed to new arrivals").
+        self._shutdown.set()
+
+    async def _goaway_on_shutdown(self) -> None:
+        await self._shutdown.wait()
+        await self._conn.send_goaway()
+        if not self.busy:
+            await self._conn.aclose()  # nothing in flight to wait for
 
     async def run(self, initial: bytes) -> None:
         conn = self._conn
@@ -65,9 +73,8 @@ class H2ServerConnection:
             self._task_group = tg
             await conn.start()
             tg.start_soon(self._watch_idle)
-            if initial:
-                await conn.feed(initial)
-            await conn.serve()
+            tg.start_soon(self._goaway_on_shutdown)
+            await conn.serve(initial)
             # The connection is gone: every stream still running is cancelled.
             tg.cancel_scope.cancel()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -84,17 +84,27 @@ class _UserError(Exception):
         self.exc = exc
 
 
-async def guard_body(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Wraps the caller's exceptions in ``_UserError`` so they are not taken for network errors."""
+async def guard_body(body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+    """Wraps the caller's exceptions in ``_UserError`` so they are not taken for network errors.
+
+    Closing it early (the peer answered or reset before the body ended) closes ``body``'s
+    iterator too: an async generator left unfinished for the garbage collector is a
+    ResourceWarning under trio.
+    """
     iterator = body.__aiter__()
-    while True:
-        try:
-            chunk = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as e:
-            raise _UserError(e) from e
-        yield chunk
+    try:
+        while True:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as e:
+                raise _UserError(e) from e
+            yield chunk
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 _NETWORK_ERRORS = (

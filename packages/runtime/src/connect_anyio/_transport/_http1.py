@@ -16,24 +16,45 @@ if TYPE_CHECKING:
 
 
 class HTTP1Response:
-    __slots__ = ("_chunks", "_response", "headers", "status")
+    __slots__ = ("_chunks", "_reading", "_response", "headers", "status")
 
     def __init__(self, response: httpcore.Response) -> None:
         self._response = response
         self.status = response.status
         self.headers: RawHeaders = list(response.headers)
-        self._chunks = response.aiter_stream().__aiter__()
+        self._chunks = response.aiter_stream()
+        self._reading = False
 
     async def aclose(self) -> None:
         """Releases the connection; one closed before the end of the body is dropped."""
         with map_errors():
             await self._response.aclose()
+        if self._reading:
+            self._reading = False
+            await self._finish_generators()
+
+    async def _finish_generators(self) -> None:
+        """Runs httpcore's body generators to their end on the now closed connection.
+
+        httpcore reads a body through a chain of nested async generators; closing the
+        outermost one leaves the inner ones suspended, and trio warns (ResourceWarning)
+        about every unfinished async generator that is garbage collected. Reading on
+        from a closed connection ends the whole chain with an error instead.
+        """
+        try:
+            while True:
+                await self._chunks.__anext__()
+        except Exception:
+            # StopAsyncIteration, or the closed connection's error: either way done.
+            pass
 
     async def receive(self) -> bytes:
+        self._reading = True
         with map_errors():
             try:
                 return bytes(await self._chunks.__anext__())
             except StopAsyncIteration:
+                self._reading = False
                 return b""
 
     def trailers(self) -> RawHeaders | None:
@@ -86,16 +107,21 @@ class HTTP1Transport:
         pump: TaskGroup | None,
     ) -> HTTP1Response:
         # HTTP/1.1 sends the whole request before the response is read: always half-duplex.
-        content = guard_body(body) if body is not None else request.body
-        with map_errors():
-            response = await self._pool.handle_async_request(
-                httpcore.Request(
-                    request.method,
-                    origin.url(request.path),
-                    headers=self._headers(origin, request, streaming=body is not None),
-                    content=content,
+        chunks = guard_body(body) if body is not None else None
+        try:
+            with map_errors():
+                response = await self._pool.handle_async_request(
+                    httpcore.Request(
+                        request.method,
+                        origin.url(request.path),
+                        headers=self._headers(origin, request, streaming=body is not None),
+                        content=chunks if chunks is not None else request.body,
+                    )
                 )
-            )
+        finally:
+            # The request has been sent (or abandoned): finish the body generator.
+            if chunks is not None:
+                await chunks.aclose()
         return HTTP1Response(response)
 
     async def aclose(self) -> None:

@@ -100,8 +100,9 @@ class HTTP2Response:
 
     async def send_body(self, body: AsyncIterable[bytes]) -> None:
         stream = self._stream
+        chunks = guard_body(body)
         try:
-            async for chunk in guard_body(body):
+            async for chunk in chunks:
                 await stream.send_data(chunk)
             await stream.end()
         except StreamError:
@@ -110,6 +111,8 @@ class HTTP2Response:
         except _UserError as e:
             self._failure = e.exc
             await stream.reset(ErrorCodes.CANCEL)
+        finally:
+            await chunks.aclose()
 
 
 class HTTP2Transport:

@@ -12,15 +12,25 @@ from collections.abc import (
 )
 from typing import Any, Protocol
 
-from connect_anyio.client import ConnectClient, ResponseStream
+from connect_anyio.client import (
+    ConnectClient,
+    ConnectClientSync,
+    ResponseStream,
+    ResponseStreamSync,
+)
 from connect_anyio.code import Code
 from connect_anyio.codec import Codec
 from connect_anyio.compression import Compression
 from connect_anyio.errors import ConnectError
-from connect_anyio.interceptor import Interceptor
+from connect_anyio.interceptor import Interceptor, InterceptorSync
 from connect_anyio.method import IdempotencyLevel, MethodInfo, StreamType
 from connect_anyio.request import Headers, RequestContext
-from connect_anyio.server import ConnectASGIApplication, Endpoint, EndpointSync
+from connect_anyio.server import (
+    ConnectASGIApplication,
+    ConnectWSGIApplication,
+    Endpoint,
+    EndpointSync,
+)
 
 # isort: split
 from connectrpc.conformance.v1 import service_pb2
@@ -399,6 +409,36 @@ class ConformanceServiceASGIApplication(ConnectASGIApplication[ConformanceServic
         return "/connectrpc.conformance.v1.ConformanceService"
 
 
+class ConformanceServiceWSGIApplication(ConnectWSGIApplication):
+    """Serves connectrpc.conformance.v1.ConformanceService over Connect and gRPC-Web
+    (WSGI).
+    """
+
+    def __init__(
+        self,
+        service: ConformanceServiceSync,
+        *,
+        interceptors: Iterable[InterceptorSync] = (),
+        read_max_bytes: int | None = None,
+        compressions: Iterable[Compression] | None = None,
+        codecs: Iterable[Codec[Any, Any]] | None = None,
+        compress_min_bytes: int | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints=_conformance_service_endpoints_sync(service),
+            interceptors=interceptors,
+            read_max_bytes=read_max_bytes,
+            compressions=compressions,
+            codecs=codecs,
+            compress_min_bytes=compress_min_bytes,
+        )
+
+    @property
+    def path(self) -> str:
+        """The URL path prefix of this service, for mounting it beside others."""
+        return "/connectrpc.conformance.v1.ConformanceService"
+
+
 class ConformanceServiceClient(ConnectClient):
     """Calls connectrpc.conformance.v1.ConformanceService."""
 
@@ -499,6 +539,114 @@ class ConformanceServiceClient(ConnectClient):
         clients may call it with HTTP GET.
         """
         return await self.execute_unary(
+            request=request,
+            method=ConformanceServiceMethods.IdempotentUnary,
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+
+
+class ConformanceServiceClientSync(ConnectClientSync):
+    """Calls connectrpc.conformance.v1.ConformanceService (blocking)."""
+
+    def unary(
+        self,
+        request: service_pb2.UnaryRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> service_pb2.UnaryResponse:
+        """Replies once, as scripted by the request's UnaryResponseDefinition
+        (an unset definition yields a bare payload with only request info).
+        """
+        return self.execute_unary(
+            request=request,
+            method=ConformanceServiceMethods.Unary,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def server_stream(
+        self,
+        request: service_pb2.ServerStreamRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[service_pb2.ServerStreamResponse]:
+        """Sends the scripted StreamResponseDefinition: headers first, then each
+        data item (request info only on the first), then the optional error
+        and trailers.
+        """
+        return self.execute_server_stream(
+            request=request,
+            method=ConformanceServiceMethods.ServerStream,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def client_stream(
+        self,
+        request: Iterable[service_pb2.ClientStreamRequest],
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> service_pb2.ClientStreamResponse:
+        """Reads the whole request stream, taking the script from the first
+        message, and answers once with every request echoed back.
+        """
+        return self.execute_client_stream(
+            request=request,
+            method=ConformanceServiceMethods.ClientStream,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def bidi_stream(
+        self,
+        request: Iterable[service_pb2.BidiStreamRequest],
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> ResponseStreamSync[service_pb2.BidiStreamResponse]:
+        """Scripted from the first request. With full_duplex, requests and
+        responses alternate one for one; otherwise all requests are read
+        before any response is sent.
+        """
+        return self.execute_bidi_stream(
+            request=request,
+            method=ConformanceServiceMethods.BidiStream,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def unimplemented(
+        self,
+        request: service_pb2.UnimplementedRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> service_pb2.UnimplementedResponse:
+        """Must not be implemented: calling it should fail with UNIMPLEMENTED."""
+        return self.execute_unary(
+            request=request,
+            method=ConformanceServiceMethods.Unimplemented,
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def idempotent_unary(
+        self,
+        request: service_pb2.IdempotentUnaryRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> service_pb2.IdempotentUnaryResponse:
+        """Same behaviour as Unary, but marked side-effect free so Connect
+        clients may call it with HTTP GET.
+        """
+        return self.execute_unary(
             request=request,
             method=ConformanceServiceMethods.IdempotentUnary,
             headers=headers,
