@@ -190,8 +190,8 @@ class ClientCore:
                 messages = call.feed(body)
                 messages += call.finish(trailers)
             finally:
-                record_headers(call.response_headers)
-                record_trailers(call.response_trailers)
+                record_headers(call.response_headers, ctx)
+                record_trailers(call.response_trailers, ctx)
         if scope.cancelled_caught:
             raise deadline_error()
         return p.require_single(messages, what="unary response", code=Code.UNIMPLEMENTED)
@@ -285,7 +285,7 @@ class StreamCall(Generic[REQ, RES]):
             await self._fail()
             raise
         finally:
-            record_headers(call.response_headers)
+            record_headers(call.response_headers, self._ctx)
             if self._state is not None:
                 self._state.started.set()
 
@@ -320,7 +320,7 @@ class StreamCall(Generic[REQ, RES]):
                     try:
                         self._pending.extend(call.finish(response.trailers()))
                     finally:
-                        record_trailers(call.response_trailers)
+                        record_trailers(call.response_trailers, self._ctx)
                     await self._release()
         except StopAsyncIteration:
             raise
@@ -338,7 +338,7 @@ class StreamCall(Generic[REQ, RES]):
 
     async def _fail(self) -> None:
         self._done = True
-        record_trailers(self._call.response_trailers)
+        record_trailers(self._call.response_trailers, self._ctx)
         await self._release()
 
     async def aclose(self) -> None:

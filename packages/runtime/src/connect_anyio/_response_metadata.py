@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextvars
 from types import TracebackType
+from typing import Any
 
-from .request import Headers
+from .request import Headers, RequestContext
 
 _current: contextvars.ContextVar[ResponseMetadata | None] = contextvars.ContextVar(
     "connect_anyio_response_metadata", default=None
@@ -57,14 +58,18 @@ class ResponseMetadata:
         return self._trailers
 
 
-def record_headers(headers: Headers) -> None:
+def record_headers(headers: Headers, ctx: RequestContext[Any, Any]) -> None:
+    """A client call received its response headers: on its context and the current metadata."""
+    ctx._response_headers = headers
     meta = _current.get()
     if meta is not None:
         meta._headers = headers
         meta._trailers = Headers()
 
 
-def record_trailers(trailers: Headers) -> None:
+def record_trailers(trailers: Headers, ctx: RequestContext[Any, Any]) -> None:
+    """A client call ended: its trailers, on its context and the current metadata."""
+    ctx._response_trailers = trailers
     meta = _current.get()
     if meta is not None:
         meta._trailers = trailers
