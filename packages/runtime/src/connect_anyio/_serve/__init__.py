@@ -117,7 +117,9 @@ class _Server:
         initial = b""
         http2 = False
         scheme = "http"
-        with anyio.move_on_after(self._limits.header_timeout) as scope:
+        # The header timeout counts from here: TLS handshake, preface and first request head.
+        head_deadline = anyio.current_time() + self._limits.header_timeout
+        with anyio.CancelScope(deadline=head_deadline) as scope:
             if self._ssl is not None:
                 scheme = "https"
                 tls = await wrap_tls(tcp, ssl_context=self._ssl, server_side=True)
@@ -144,7 +146,10 @@ class _Server:
         try:
             if self._stop.is_set():
                 conn.begin_shutdown()
-            await conn.run(initial)
+            if isinstance(conn, H1Connection):
+                await conn.run(initial, head_deadline)
+            else:
+                await conn.run(initial)
         finally:
             self._connections.discard(conn)
             if not self._connections:

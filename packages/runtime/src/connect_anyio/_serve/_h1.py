@@ -66,26 +66,53 @@ class H1Connection:
         if not self.busy and self._idle_scope is not None:
             self._idle_scope.cancel()
 
-    async def run(self, initial: bytes) -> None:
+    async def run(self, initial: bytes, head_deadline: float | None = None) -> None:
+        """Serves requests until the client leaves, a limit is hit or the server shuts down.
+
+        ``head_deadline``: when the first request head must be complete (the header
+        timeout counts from the moment the connection was accepted).
+        """
         if initial:
             self._h11.receive_data(initial)
+        limits = self._limits
         first = True
         while not self._closing:
-            timeout = self._limits.header_timeout if first else self._limits.idle_timeout
-            first = False
+            if first:
+                deadline = head_deadline
+                if deadline is None:
+                    deadline = anyio.current_time() + limits.header_timeout
+                first = False
+            else:
+                # Between requests: idle_timeout until the next request starts to arrive,
+                # then header_timeout for the rest of its head.
+                if not self._h11.trailing_data[0] and not self._eof:
+                    with anyio.move_on_after(limits.idle_timeout) as scope:
+                        self._idle_scope = scope
+                        try:
+                            await self._read()
+                        except _ConnectionGone:
+                            return
+                    self._idle_scope = None
+                    if scope.cancelled_caught or self._closing:
+                        return  # idle for too long, or shutting down
+                deadline = anyio.current_time() + limits.header_timeout
             event: object = None
-            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+            with anyio.CancelScope(deadline=deadline) as scope:
                 self._idle_scope = scope
                 try:
                     event = await self._next_event()
                 except h11.RemoteProtocolError as e:
-                    await self._bad_request(e)
+                    await self._refuse(e.error_status_hint or 400, str(e))
                     return
                 except _ConnectionGone:
                     return
+            self._idle_scope = None
             if event is None:
                 return  # timed out waiting for a request head, or shutting down
             if not isinstance(event, h11.Request):
+                return
+            if _head_size(event) > limits.max_header_bytes:
+                await self._refuse(431, "request header fields too large")
                 return
             self.busy = True
             try:
@@ -125,11 +152,12 @@ class H1Connection:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             raise Disconnected from None
 
-    async def _bad_request(self, error: h11.RemoteProtocolError) -> None:
+    async def _refuse(self, status: int, message: str) -> None:
+        """Answers a request that cannot be served (bad or oversize head); the connection
+        closes after it."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        status = error.error_status_hint or 400
-        body = f"{status} {error}\n".encode()
+        body = f"{status} {message}\n".encode()
         with contextlib.suppress(Exception):
             await self._send(
                 h11.Response(
@@ -139,6 +167,7 @@ class H1Connection:
                         (b"content-length", str(len(body)).encode()),
                         (b"connection", b"close"),
                     ],
+                    reason=_reason(status),
                 ),
                 h11.Data(data=body),
                 h11.EndOfMessage(),
@@ -167,6 +196,8 @@ class H1Connection:
 
     async def _finish_cycle(self) -> bool:
         """Drains what is left of the request body and readies the next request."""
+        if self._h11.our_state is not h11.DONE:
+            return False  # the response said "connection: close", or was cut short
         drained = 0
         while self._h11.their_state is h11.SEND_BODY:
             if drained > _DRAIN_LIMIT:
@@ -185,6 +216,14 @@ class H1Connection:
         except h11.LocalProtocolError:
             return False
         return True
+
+
+def _head_size(request: h11.Request) -> int:
+    """The size of a request head as it was on the wire (give or take whitespace)."""
+    size = len(request.method) + len(request.target) + 12
+    for name, value in request.headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 class H1ServerIO:
@@ -235,7 +274,9 @@ class H1ServerIO:
         end_message = end and not start.trailers
         if end_message and not any(k == b"content-length" for k, _ in headers):
             headers.append((b"content-length", str(len(body)).encode()))
-        if self._conn._closing:
+        if self._conn._closing or self._conn._h11.they_are_waiting_for_100_continue:
+            # Shutting down; or answered without asking for the body the client holds
+            # back (Expect: 100-continue), which it may or may not send now: close.
             headers.append((b"connection", b"close"))
         events: list[h11.Event] = [
             h11.Response(status_code=start.status, headers=headers, reason=_reason(start.status))
