@@ -3,7 +3,8 @@
 ``Meta`` / ``MetaSync`` are metadata interceptors (``on_start`` returns a token that
 ``on_end`` records); ``Around`` / ``AroundSync`` implement all four per-kind methods in
 one object; ``LookupCounter`` / ``LookupCounterSync`` count how often their methods are
-looked up, which happens only when a chain is composed.
+looked up, which happens only when a chain is composed. ``RecordingService`` is the test
+EchoService noting ``handler`` in the same list when a handler starts.
 """
 
 from __future__ import annotations
@@ -15,11 +16,40 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from _support.service import EchoRequest, EchoResponse, EchoServiceImpl, Observations
 
 from connect_anyio import RequestContext
 
 Ctx = RequestContext[Any, Any]
 Events = list[str]
+
+
+class RecordingService(EchoServiceImpl):
+    """The test EchoService, noting ``handler`` when a handler starts."""
+
+    def __init__(self, events: Events, observations: Observations | None = None) -> None:
+        super().__init__(observations)
+        self.events = events
+
+    async def echo(self, request: EchoRequest, ctx: Any) -> EchoResponse:
+        self.events.append("handler")
+        return await super().echo(request, ctx)
+
+    async def client_stream(self, request: AsyncIterator[EchoRequest], ctx: Any) -> EchoResponse:
+        self.events.append("handler")
+        return await super().client_stream(request, ctx)
+
+    async def server_stream(self, request: EchoRequest, ctx: Any) -> AsyncIterator[EchoResponse]:
+        self.events.append("handler")
+        async for response in super().server_stream(request, ctx):
+            yield response
+
+    async def bidi(
+        self, request: AsyncIterator[EchoRequest], ctx: Any
+    ) -> AsyncIterator[EchoResponse]:
+        self.events.append("handler")
+        async for response in super().bidi(request, ctx):
+            yield response
 
 
 class Meta:

@@ -16,7 +16,7 @@ import pytest
 from _support.servers import run_server
 from _support.service import EchoRequest, EchoResponse, EchoServiceImpl, Observations
 from connectanyio.testing.v1 import testing_connect
-from toolbox._interceptors import Around, Ctx, Events, LookupCounter, Meta
+from toolbox._interceptors import Around, Ctx, Events, LookupCounter, Meta, RecordingService
 
 from connect_anyio import (
     Code,
@@ -38,34 +38,6 @@ pytestmark = pytest.mark.anyio
 
 KINDS = ["unary", "client_stream", "server_stream", "bidi"]
 WAIT = 10
-
-
-class RecordingService(EchoServiceImpl):
-    """The test EchoService, noting ``handler`` when a handler starts."""
-
-    def __init__(self, events: Events, observations: Observations | None = None) -> None:
-        super().__init__(observations)
-        self.events = events
-
-    async def echo(self, request: EchoRequest, ctx: Any) -> EchoResponse:
-        self.events.append("handler")
-        return await super().echo(request, ctx)
-
-    async def client_stream(self, request: AsyncIterator[EchoRequest], ctx: Any) -> EchoResponse:
-        self.events.append("handler")
-        return await super().client_stream(request, ctx)
-
-    async def server_stream(self, request: EchoRequest, ctx: Any) -> AsyncIterator[EchoResponse]:
-        self.events.append("handler")
-        async for response in super().server_stream(request, ctx):
-            yield response
-
-    async def bidi(
-        self, request: AsyncIterator[EchoRequest], ctx: Any
-    ) -> AsyncIterator[EchoResponse]:
-        self.events.append("handler")
-        async for response in super().bidi(request, ctx):
-            yield response
 
 
 @asynccontextmanager
