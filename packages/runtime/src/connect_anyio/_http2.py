@@ -28,6 +28,7 @@ import h2.exceptions
 import h2.settings
 from anyio.abc import ByteStream
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -37,6 +38,32 @@ DEFAULT_CONNECTION_WINDOW = 16 << 20
 """Receive window of the whole connection, across streams."""
 DEFAULT_MAX_FRAME = 1 << 16
 READ_SIZE = 1 << 16
+
+
+class _H2(h2.connection.H2Connection):
+    """``h2`` with the graceful GOAWAY that HTTP/2 specifies.
+
+    ``h2`` treats a GOAWAY, sent or received, as the end of the connection: every
+    later frame either way is a protocol error, and on receipt whatever was queued
+    to send is dropped. HTTP/2 (RFC 9113, 6.8) lets the streams up to the GOAWAY's
+    last stream id run to completion. Here a graceful GOAWAY changes no state;
+    refusing the streams above that id is ``H2Connection``'s job. A GOAWAY with an
+    error code still ends the connection as ``h2`` has it.
+    """
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
+        if frame.error_code:
+            return super()._receive_goaway_frame(frame)  # type: ignore[no-any-return]
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None:
+        """Queues GOAWAY(NO_ERROR, ``last_stream_id``); the connection stays usable."""
+        frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=0)
+        self._prepare_for_sending([frame])
 
 
 class StreamError(Exception):
@@ -221,7 +248,7 @@ class H2Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = _H2(config=config)
         self._streams: dict[int, H2Stream] = {}
         self._write_lock = anyio.Lock()
         self._reading = False
@@ -243,6 +270,9 @@ class H2Connection:
         if max_header_list_size is not None:
             settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_list_size
         self._h2.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        self._settings = settings
+        # Server role: we refuse streams beyond our limit ourselves (see ``start``).
+        self._max_inbound_streams = None if client else max_concurrent_streams
         # h2 derives these limits from the settings it was built with and updates them only
         # when a settings change is acknowledged; ours are initial values, so apply them now
         # (else a peer's frames above 16 KiB, which our SETTINGS allow, are a FRAME_SIZE_ERROR).
@@ -254,6 +284,16 @@ class H2Connection:
     async def start(self) -> None:
         """Sends the preface and our settings."""
         self._h2.initiate_connection()
+        if self._max_inbound_streams is not None:
+            # Our SETTINGS (queued above) advertise the limit; h2 itself would answer a
+            # stream beyond it by ending the whole connection (TooManyStreamsError), where
+            # RFC 9113 5.1.2 allows refusing just that stream. So h2 gets no limit and
+            # ``_dispatch`` refuses extra streams with REFUSED_STREAM (safe to retry).
+            unlimited = {
+                **self._settings,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**31 - 1,
+            }
+            self._h2.local_settings = h2.settings.Settings(client=False, initial_values=unlimited)
         extra = self._connection_window - 65535
         if extra > 0:
             self._h2.increment_flow_control_window(extra)
@@ -326,7 +366,11 @@ class H2Connection:
             return
         self.goaway_sent = True
         last = self._h2.highest_inbound_stream_id if not self.client else 0
-        self._h2.close_connection(error_code=code, last_stream_id=last)
+        self._goaway_last_sent = last
+        if code:
+            self._h2.close_connection(error_code=code, last_stream_id=last)
+        else:
+            self._h2.send_graceful_goaway(last)
         with contextlib.suppress(Exception):
             await self._flush()
 
@@ -410,6 +454,16 @@ class H2Connection:
             stream._wake()
         elif isinstance(event, h2.events.ResponseReceived | h2.events.RequestReceived):
             if isinstance(event, h2.events.RequestReceived):
+                if self.goaway_sent and event.stream_id > self._goaway_last_sent:
+                    # Opened after our GOAWAY: never processed, so safe for the peer to retry.
+                    with contextlib.suppress(h2.exceptions.ProtocolError):
+                        self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                    return
+                limit = self._max_inbound_streams
+                if limit is not None and self._open_inbound_streams() >= limit:
+                    with contextlib.suppress(h2.exceptions.ProtocolError):
+                        self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                    return
                 self._new_inbound(event.stream_id)
             stream = self._streams.get(event.stream_id)
             if stream is not None:
@@ -448,6 +502,14 @@ class H2Connection:
             self._capacity_changed()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._goaway(event.error_code, event.last_stream_id)
+
+    def _open_inbound_streams(self) -> int:
+        """Streams we accepted that are still open (h2's own count would include the
+        streams of this read that ``_dispatch`` has not reached yet)."""
+        h2_streams = self._h2.streams
+        return sum(
+            1 for i in self._streams if (s := h2_streams.get(i)) is not None and not s.closed
+        )
 
     def _new_inbound(self, stream_id: int) -> None:
         if stream_id not in self._streams:
@@ -514,6 +576,7 @@ class H2Connection:
                     self._lost(f"connection closed while writing: {type(e).__name__}")
 
     _write_failed = False
+    _goaway_last_sent = 0
 
     async def _reset(self, stream: H2Stream, code: int) -> None:
         self._streams.pop(stream.id, None)
