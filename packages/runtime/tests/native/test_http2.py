@@ -1,0 +1,250 @@
+"""The native server's HTTP/2: the concurrent stream limit (advertised and enforced),
+oversize header lists, RST_STREAM and connection loss cancelling exactly the right
+handlers, and h2c prior knowledge beside HTTP/1.1 on one port, TLS with ALPN on another.
+
+A raw h2-library client sends exactly the frames each test needs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import h2.events
+import h2.exceptions
+import h2.settings
+import pytest
+from _support.tls import TLSFiles
+from h2.errors import ErrorCodes
+from native._helpers import (
+    SERVICE,
+    WAIT,
+    GatedEcho,
+    RawH2,
+    gated_app,
+    native,
+    raw_h1,
+    raw_h2,
+    request_head,
+    track_connections,
+    wait_until,
+)
+
+from connect_anyio import ServerLimits
+
+pytestmark = pytest.mark.anyio
+
+ECHO = SERVICE + "/EchoPost"
+
+
+def body(text: str, tag: str = "", block: bool = False) -> bytes:
+    message: dict[str, object] = {"text": text}
+    if tag:
+        message["tag"] = tag
+    if block:
+        message["waitForCancel"] = True
+    return json.dumps(message).encode()
+
+
+def is_reset(stream_id: int):  # type: ignore[no-untyped-def]
+    return lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == stream_id
+
+
+async def answered(client: RawH2, stream_id: int, text: str) -> None:
+    await client.wait_ended(stream_id)
+    assert not client.of(stream_id, h2.events.StreamReset)
+    assert client.status(stream_id) == 200
+    assert json.loads(client.body(stream_id))["text"] == text
+
+
+async def test_max_concurrent_streams_is_advertised_and_kept_by_a_conforming_client() -> None:
+    service = GatedEcho()
+    limits = ServerLimits(max_concurrent_streams=3, graceful_timeout=0.5)
+    async with native(gated_app(service), limits=limits) as srv, raw_h2(srv.port) as client:
+        settings = await client.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        advertised = settings.changed_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS]
+        assert advertised.new_value == 3
+        ids = [client.request(ECHO, body("x", f"s{i}", block=True)) for i in range(3)]
+        await client.flush()
+        for i in range(3):
+            with anyio.fail_after(WAIT):
+                await service.observations.started[f"s{i}"].wait()
+        # The h2 library refuses to open a fourth itself.
+        with pytest.raises(h2.exceptions.TooManyStreamsError):
+            client.request(ECHO, body("too many"))
+        for i, stream_id in enumerate(ids):
+            service.release(f"s{i}")
+            await answered(client, stream_id, "x")
+        # Room again.
+        stream_id = client.request(ECHO, body("room"))
+        await client.flush()
+        await answered(client, stream_id, "room")
+
+
+async def test_streams_beyond_the_limit_are_refused_and_the_rest_are_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client may open streams before it has read the server's SETTINGS: those beyond the
+    limit get RST_STREAM(REFUSED_STREAM) (safe to retry); the connection and the streams
+    within the limit carry on."""
+    tracked = track_connections(monkeypatch)
+    service = GatedEcho()
+    limits = ServerLimits(max_concurrent_streams=3, graceful_timeout=0.5)
+    async with (
+        native(gated_app(service), limits=limits) as srv,
+        raw_h2(srv.port, start=False) as client,
+    ):
+        await client.start(flush=False)
+        ids = [client.request(ECHO, body("x", f"s{i}", block=True)) for i in range(5)]
+        await client.flush()  # preface, SETTINGS and five streams at once
+        for stream_id in ids[3:]:
+            reset = await client.wait_for(is_reset(stream_id))
+            assert reset.error_code == ErrorCodes.REFUSED_STREAM
+        for i in range(3):
+            with anyio.fail_after(WAIT):
+                await service.observations.started[f"s{i}"].wait()
+        assert service.calls == 3  # no handler ever ran for a refused stream
+        assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in client.events)
+        for i, stream_id in enumerate(ids[:3]):
+            service.release(f"s{i}")
+            await answered(client, stream_id, "x")
+        stream_id = client.request(ECHO, body("after"))
+        await client.flush()
+        await answered(client, stream_id, "after")
+        (conn,) = tracked.h2
+        await wait_until(lambda: conn._conn.open_streams == 0 and not conn.busy)
+
+
+async def test_oversize_header_list_is_refused() -> None:
+    limits = ServerLimits(max_header_bytes=4096, graceful_timeout=0.5)
+    service = GatedEcho()
+    async with native(gated_app(service), limits=limits) as srv:
+        async with raw_h2(srv.port) as client:
+            stream_id = client.request(ECHO, body("fits"), headers=[(b"x-pad", b"p" * 3000)])
+            await client.flush()
+            await answered(client, stream_id, "fits")
+        async with raw_h2(srv.port) as client:
+            stream_id = client.request(ECHO, body("too big"), headers=[(b"x-pad", b"p" * 5000)])
+            await client.flush()
+            # HPACK stops decoding at the limit, mid-block: the connection's header state
+            # is lost with it, so the whole connection goes (RFC 9113 4.3).
+            refused = await client.wait_for(lambda e: isinstance(e, h2.events.ConnectionTerminated))
+            assert refused.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+            assert not client.of(stream_id, h2.events.ResponseReceived)
+            await client.wait_closed()
+        assert service.calls == 1  # the oversize request never reached a handler
+
+
+async def test_rst_stream_cancels_exactly_that_streams_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tracked = track_connections(monkeypatch)
+    service = GatedEcho()
+    obs = service.observations
+    async with native(gated_app(service)) as srv, raw_h2(srv.port) as client:
+        ids = {tag: client.request(ECHO, body(tag, tag, block=True)) for tag in "abc"}
+        await client.flush()
+        for tag in "abc":
+            with anyio.fail_after(WAIT):
+                await obs.started[tag].wait()
+        client.h2.reset_stream(ids["b"], ErrorCodes.CANCEL)
+        await client.flush()
+        await obs.wait_cancelled("b")
+        assert not obs.cancelled["a"].is_set()
+        assert not obs.cancelled["c"].is_set()
+        assert service.active == 2
+        for tag in "ac":
+            service.release(tag)
+            await answered(client, ids[tag], tag)
+        assert not obs.cancelled["a"].is_set()
+        assert not obs.cancelled["c"].is_set()
+        await service.wait_idle()
+        (conn,) = tracked.h2
+        await wait_until(lambda: conn._conn.open_streams == 0 and not conn.busy)
+
+
+async def test_connection_loss_cancels_all_its_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracked = track_connections(monkeypatch)
+    service = GatedEcho()
+    obs = service.observations
+    async with native(gated_app(service)) as srv:
+        async with raw_h2(srv.port) as other:
+            # A second connection whose stream must survive the first one's loss.
+            survivor = other.request(ECHO, body("survivor", "survivor", block=True))
+            await other.flush()
+            async with raw_h2(srv.port) as client:
+                for tag in ("x", "y", "z"):
+                    client.request(ECHO, body(tag, tag, block=True))
+                await client.flush()
+                for tag in ("x", "y", "z", "survivor"):
+                    with anyio.fail_after(WAIT):
+                        await obs.started[tag].wait()
+            # The socket is closed (no GOAWAY, no RST_STREAM).
+            for tag in ("x", "y", "z"):
+                await obs.wait_cancelled(tag)
+            assert not obs.cancelled["survivor"].is_set()
+            service.release("survivor")
+            await answered(other, survivor, "survivor")
+        await service.wait_idle()
+        for conn in tracked.h2:
+            await wait_until(lambda conn=conn: conn._conn.open_streams == 0 and not conn.busy)  # type: ignore[misc]
+
+
+async def test_http1_and_h2c_prior_knowledge_on_one_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracked = track_connections(monkeypatch)
+    async with native(gated_app(GatedEcho())) as srv:
+        async with raw_h2(srv.port) as client:
+            stream_id = client.request(ECHO, body("over h2c"))
+            await client.flush()
+            await answered(client, stream_id, "over h2c")
+        async with raw_h1(srv.port) as conn:
+            payload = body("over http/1.1")
+            head = request_head(
+                "POST",
+                ECHO,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+            )
+            await conn.send(head + payload)
+            conn.expect()
+            response = await conn.response()
+            assert response.status == 200
+            assert response.json["text"] == "over http/1.1"
+    assert len(tracked.h2) == 1
+    assert len(tracked.h1) == 1
+
+
+@pytest.mark.parametrize(
+    ("alpn", "expected"),
+    [(["h2"], "h2"), (["h2", "http/1.1"], "h2"), (["http/1.1"], "h1"), (None, "h1")],
+    ids=["h2", "both", "http1.1", "no-alpn"],
+)
+async def test_tls_alpn_picks_the_protocol(
+    alpn: list[str] | None, expected: str, tls_files: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracked = track_connections(monkeypatch)
+    server_context = tls_files.server_context()
+    async with native(gated_app(GatedEcho()), ssl=server_context) as srv:
+        context = tls_files.client_context()
+        if expected == "h2":
+            async with raw_h2(srv.port, tls=context, start=False) as client:
+                if alpn is not None:
+                    context.set_alpn_protocols(alpn)
+                await client.start()
+                stream_id = client.request(ECHO, body("tls h2"))
+                await client.flush()
+                await answered(client, stream_id, "tls h2")
+        else:
+            async with raw_h1(srv.port, tls=context, alpn=alpn) as conn:
+                payload = body("tls h1")
+                head = request_head(
+                    "POST",
+                    ECHO,
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+                )
+                await conn.send(head + payload)
+                conn.expect()
+                response = await conn.response()
+                assert response.status == 200
+                assert response.json["text"] == "tls h1"
+    assert len(tracked.h2) == (expected == "h2")
+    assert len(tracked.h1) == (expected == "h1")
