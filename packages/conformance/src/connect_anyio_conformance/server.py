@@ -64,6 +64,7 @@ def build_app(request: server_compat_pb2.ServerCompatRequest) -> ConformanceServ
 async def _serve_native(
     request: server_compat_pb2.ServerCompatRequest,
     tls: _TLSFiles | None,
+    stop: anyio.Event,
     *,
     task_status: TaskStatus[int],
 ) -> None:
@@ -87,12 +88,16 @@ async def _serve_native(
             )
         )
         task_status.started(addresses[0][1])
+        await stop.wait()
+        # serve() shuts down gracefully when cancelled.
+        tg.cancel_scope.cancel()
 
 
 async def _serve_hypercorn(
     request: server_compat_pb2.ServerCompatRequest,
     tls: _TLSFiles | None,
     backend: str,
+    stop: anyio.Event,
     *,
     task_status: TaskStatus[int],
 ) -> None:
@@ -102,6 +107,9 @@ async def _serve_hypercorn(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))
+    # Listening before the port is reported: connections made before hypercorn is ready
+    # wait in the backlog instead of being refused.
+    sock.listen(1024)
     port = sock.getsockname()[1]
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
@@ -113,24 +121,16 @@ async def _serve_hypercorn(
         if tls.client_ca is not None:
             config.ca_certs = str(tls.client_ca)
             config.verify_mode = ssl.CERT_REQUIRED
-    stop = anyio.Event()
     serve_hypercorn: Callable[..., Coroutine[Any, Any, None]]
     if backend == "trio":
         from hypercorn.trio import serve as serve_hypercorn
     else:
         from hypercorn.asyncio import serve as serve_hypercorn
     app = build_app(request)
-    async with anyio.create_task_group() as tg:
-
-        async def run_hypercorn() -> None:
-            await serve_hypercorn(app, config, shutdown_trigger=stop.wait)
-
-        tg.start_soon(run_hypercorn)
-        task_status.started(port)
-        try:
-            await anyio.sleep_forever()
-        finally:
-            stop.set()
+    task_status.started(port)
+    # Returns once ``stop`` is set and hypercorn has shut down gracefully. Never cancel
+    # it instead: hypercorn's asyncio worker fails when cancelled while draining.
+    await serve_hypercorn(app, config, shutdown_trigger=stop.wait)
 
 
 async def serve_conformance(
@@ -138,18 +138,21 @@ async def serve_conformance(
     *,
     server: str,
     directory: Path,
+    stop: anyio.Event,
     task_status: TaskStatus[server_compat_pb2.ServerCompatResponse],
 ) -> None:
-    """Serves as ``request`` asks until cancelled; reports where, as the runner wants it.
+    """Serves as ``request`` asks until ``stop`` is set; reports where, as the runner wants it.
 
     ``directory`` receives the TLS material (it must outlive the server).
     """
     tls = _TLSFiles(directory, request) if request.use_tls else None
     async with anyio.create_task_group() as tg:
         if server == "native":
-            port = await tg.start(_serve_native, request, tls)
+            port = await tg.start(_serve_native, request, tls, stop)
         elif server == "hypercorn":
-            port = await tg.start(_serve_hypercorn, request, tls, sniffio.current_async_library())
+            port = await tg.start(
+                _serve_hypercorn, request, tls, sniffio.current_async_library(), stop
+            )
         else:
             raise ValueError(f"unknown server {server!r}")
         response = server_compat_pb2.ServerCompatResponse(host=HOST, port=port)
@@ -164,18 +167,21 @@ async def run(server: str) -> None:
     )
     if request is None:
         raise SystemExit("no ServerCompatRequest on stdin")
+    stop = anyio.Event()
     with tempfile.TemporaryDirectory(prefix="connect-anyio-conformance-") as tmp:
         async with anyio.create_task_group() as tg:
             response = await tg.start(
                 lambda task_status: serve_conformance(
-                    request, server=server, directory=Path(tmp), task_status=task_status
+                    request, server=server, directory=Path(tmp), stop=stop, task_status=task_status
                 )
             )
             write_message(sys.stdout.buffer, response)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     break
-            tg.cancel_scope.cancel()
+            stop.set()
+            # Both servers drain for SHUTDOWN_GRACE_SECONDS, then return; this is a backstop.
+            tg.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_GRACE_SECONDS + 5
 
 
 def main(argv: list[str] | None = None) -> None:

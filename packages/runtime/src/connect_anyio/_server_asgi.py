@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -21,13 +22,23 @@ logger = logging.getLogger("connect_anyio")
 class ASGIServerIO:
     """One HTTP request seen through ASGI's receive and send callables."""
 
-    __slots__ = ("_body_done", "_disconnected", "_receive", "_send")
+    __slots__ = ("_asgi_send", "_body_done", "_disconnected", "_receive")
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
-        self._send = send
+        self._asgi_send = send
         self._body_done = False
         self._disconnected = False
+
+    async def _send(self, message: Message) -> None:
+        try:
+            await self._asgi_send(message)
+        except OSError:
+            # The ASGI spec: ``send`` on a closed connection raises an OSError subclass
+            # (hypercorn lets its own TLS close errors out this way too). The client is
+            # gone; nothing more can reach it.
+            self._disconnected = True
+            raise Disconnected from None
 
     async def receive(self) -> bytes:
         while not self._body_done:
@@ -92,17 +103,18 @@ async def serve_http(router: Router, scope: Scope, receive: Receive, send: Send)
         if root and (root + path) in router.routes:
             path = root + path
     io = ASGIServerIO(receive, send)
-    await router.handle(
-        path=path,
-        http_method=scope["method"],
-        query=scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
-        io=io,
-        server_address=headers.get("host") or _address(scope.get("server")),
-        client_address=_address(scope.get("client")),
-        http_version=scope.get("http_version", "1.1"),
-        trailers="http.response.trailers" in (scope.get("extensions") or {}),
-    )
+    with contextlib.suppress(Disconnected):
+        await router.handle(
+            path=path,
+            http_method=scope["method"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            io=io,
+            server_address=headers.get("host") or _address(scope.get("server")),
+            client_address=_address(scope.get("client")),
+            http_version=scope.get("http_version", "1.1"),
+            trailers="http.response.trailers" in (scope.get("extensions") or {}),
+        )
 
 
 async def serve_unavailable(send: Send) -> None:
