@@ -5,7 +5,8 @@
 - ``serve_wsgi_h2c``: hypercorn's WSGI mode on 127.0.0.1 (HTTP/1.1 and h2c), the one
   common WSGI server that speaks HTTP/2.
 - ``serve_in_thread``: any ``run_server`` server on its own event loop in a thread, so
-  plain sync test code (and its threads) can call it.
+  plain sync test code (and its threads) can call it; ``serve_in_thread_portal`` also
+  gives the portal into that loop.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import anyio.from_thread
 from _support.servers import RunningServer, run_server
 from _support.service import Ctx, EchoRequest, EchoResponse, _echo_metadata, _failure, _response
 from _support.tls import TLSFiles
+from anyio.from_thread import BlockingPortal
 from google.protobuf import empty_pb2
 from hypercorn.config import Config
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -189,13 +191,30 @@ def serve_in_thread(
     backend: str = "asyncio",
 ) -> Iterator[RunningServer]:
     """``run_server`` on an event loop in a background thread, for sync tests."""
+    with serve_in_thread_portal(
+        app, server=server, transport=transport, tls=tls, backend=backend
+    ) as (running, _):
+        yield running
+
+
+@contextmanager
+def serve_in_thread_portal(
+    app: Any,
+    *,
+    server: str = "native",
+    transport: str = "h1",
+    tls: TLSFiles | None = None,
+    backend: str = "asyncio",
+) -> Iterator[tuple[RunningServer, BlockingPortal]]:
+    """``serve_in_thread``, plus the portal into the server's event loop (to wait there for
+    what the async handlers observed)."""
     with (
         anyio.from_thread.start_blocking_portal(backend) as portal,
         portal.wrap_async_context_manager(
             run_server(app, server=server, transport=transport, tls=tls)
         ) as running,
     ):
-        yield running
+        yield running, portal
 
 
 @dataclass
