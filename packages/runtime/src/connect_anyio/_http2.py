@@ -16,6 +16,7 @@ window updates go out only as the application consumes data.
 from __future__ import annotations
 
 import contextlib
+import select
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,7 +27,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
@@ -53,7 +54,7 @@ class _H2(h2.connection.H2Connection):
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
         if frame.error_code:
-            return super()._receive_goaway_frame(frame)  # type: ignore[no-any-return]
+            return super()._receive_goaway_frame(frame)
         event = h2.events.ConnectionTerminated()
         event.error_code = ErrorCodes.NO_ERROR
         event.last_stream_id = frame.last_stream_id
@@ -140,6 +141,11 @@ class H2Stream:
         if self.error is not None and not self.remote_ended:
             raise self.error
         return b""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet taken by the application (at most the stream's window)."""
+        return sum(len(data) for data, _ in self._data)
 
     async def wait_reset(self) -> None:
         """Returns once the stream is reset or its connection is lost."""
@@ -314,6 +320,11 @@ class H2Connection:
         """Whether new streams may be opened on this connection."""
         return self.error is None and not self.goaway_received and not self.goaway_sent
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received on all streams and not yet taken by the application."""
+        return sum(stream.buffered for stream in self._streams.values())
+
     def has_capacity(self) -> bool:
         return self.accepting and self._h2.open_outbound_streams < self.max_outbound_streams
 
@@ -334,6 +345,32 @@ class H2Connection:
         stream.local_closed = end_stream
         await self._flush()
         return stream
+
+    async def catch_up(self) -> None:
+        """Takes in what the peer sent while no one was reading (client role, idle).
+
+        A client connection is read only while a call waits on it, so an idle one
+        misses the server's GOAWAY or close (an idle timeout, say) until the next call
+        fails on it. Called before reusing an idle connection: whatever the socket
+        holds is read now, so a connection the server has left is not reused.
+        """
+        if self._reading or self.error is not None:
+            return
+        sock = self._stream.extra(SocketAttribute.raw_socket, None)
+        if sock is None:
+            return
+        self._reading = True
+        try:
+            while self.error is None and _readable(sock):
+                # Readable: the bytes (or the end) are there; a TLS record cut in two
+                # needs its rest, which is on its way, so the wait is short and bounded.
+                with anyio.move_on_after(_CATCH_UP_TIMEOUT) as scope:
+                    await self._read_once()
+                if scope.cancelled_caught:
+                    self._lost("connection stalled in the middle of a frame")
+        finally:
+            self._reading = False
+            self._hand_off()
 
     async def wait_capacity(self) -> None:
         """Waits until a stream may be opened (or the connection stops accepting)."""
@@ -610,6 +647,17 @@ class H2Connection:
         self._lost("connection closed")
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await self._stream.aclose()
+
+
+_CATCH_UP_TIMEOUT = 1.0
+
+
+def _readable(sock: Any) -> bool:
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True  # closed or broken: reading says how
+    return bool(readable)
 
 
 def _code_name(code: int) -> str:

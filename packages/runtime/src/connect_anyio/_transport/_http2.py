@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -47,11 +47,17 @@ class NotHTTP2(Exception):
 class HTTP2Response:
     """A response on an HTTP/2 stream; owns the stream until ``aclose``."""
 
-    __slots__ = ("_conn", "_failure", "_pump_scope", "_stream", "headers", "status")
+    __slots__ = ("_conn", "_failure", "_pump_scope", "_release", "_stream", "headers", "status")
 
-    def __init__(self, conn: H2Connection, stream: H2Stream) -> None:
+    def __init__(
+        self,
+        conn: H2Connection,
+        stream: H2Stream,
+        release: Callable[[H2Connection], Awaitable[None]],
+    ) -> None:
         self._conn = conn
         self._stream = stream
+        self._release = release
         self.status = 0
         self.headers: RawHeaders = []
         self._failure: BaseException | None = None
@@ -91,6 +97,7 @@ class HTTP2Response:
         if not stream.closed:
             await stream.reset(ErrorCodes.CANCEL)
         self._conn.forget(stream)
+        await self._release(self._conn)
 
     async def pump(self, body: AsyncIterable[bytes]) -> None:
         """Sends the request body from its own task (full duplex)."""
@@ -148,19 +155,43 @@ class HTTP2Transport:
             await conn.start()
             return conn
 
+    async def _release(self, conn: H2Connection) -> None:
+        """A stream of ``conn`` ended: a connection that takes no new streams (GOAWAY
+        received, or failed) is closed once its last stream is done."""
+        if conn.accepting or conn.open_streams:
+            return
+        for pool in self._pools.values():
+            if conn in pool:
+                pool.remove(conn)
+        with anyio.CancelScope(shield=True):
+            await conn.aclose()
+
+    async def _usable(self, conn: H2Connection) -> bool:
+        """Whether a new stream may go on ``conn``. An idle connection first takes in what
+        the server sent meanwhile: a GOAWAY or a close (idle timeout) retires it."""
+        if not conn.has_capacity():
+            return False
+        if not conn.open_streams:
+            await conn.catch_up()
+            if not conn.has_capacity():
+                await self._release(conn)
+                return False
+        return True
+
     async def _connection(self, origin: Origin) -> H2Connection:
         while True:
             pool = self._pools.setdefault(origin, [])
-            pool[:] = [c for c in pool if c.accepting or c.open_streams]
-            for conn in pool:
-                if conn.has_capacity():
+            for conn in [c for c in pool if not (c.accepting or c.open_streams)]:
+                await self._release(conn)
+            for conn in list(pool):
+                if await self._usable(conn):
                     return conn
             lock = self._locks.setdefault(origin, anyio.Lock())
             if len([c for c in pool if c.accepting]) < self._max_per_origin:
                 async with lock:
                     # Someone else may have connected while we waited.
-                    for conn in pool:
-                        if conn.has_capacity():
+                    for conn in list(pool):
+                        if await self._usable(conn):
                             return conn
                     conn = await self._connect(origin)
                     pool.append(conn)
@@ -194,7 +225,7 @@ class HTTP2Transport:
     ) -> tuple[int, RawHeaders, bytes, RawHeaders | None]:
         body = request.body or b""
         conn, stream = await self._start(origin, request, end=not body)
-        response = HTTP2Response(conn, stream)
+        response = HTTP2Response(conn, stream, self._release)
         try:
             with map_errors():
                 if body:
@@ -221,7 +252,7 @@ class HTTP2Transport:
         pump: TaskGroup | None,
     ) -> HTTP2Response:
         conn, stream = await self._start(origin, request, end=body is None and not request.body)
-        response = HTTP2Response(conn, stream)
+        response = HTTP2Response(conn, stream, self._release)
         try:
             with map_errors():
                 if body is None and request.body:
