@@ -68,16 +68,23 @@ class FrameLog(Waitable):
     Not HTTP/2 (an HTTP/1.1 connection): nothing is recorded.
     """
 
-    def __init__(self, *, client_side: bool) -> None:
+    def __init__(self, *, client_side: bool, partner: FrameLog | None = None) -> None:
         super().__init__()
         self.frames: list[Frame] = []
         self._buffer = bytearray()
         self._skip = 0
         self._preface = client_side
+        self._partner = partner
         self._header: tuple[int, int, int, int] | None = None
-        self.http2: bool | None = None if client_side else True
+        self.http2: bool | None = None
 
     def feed(self, data: bytes) -> None:
+        if self._partner is not None:
+            # Server to client: HTTP/2 only if the client opened with the preface (not TLS).
+            self.http2 = self._partner.http2
+            if self.http2 is None:
+                self._buffer += data  # parsed once the client's first bytes have told
+                return
         if self.http2 is False:
             return
         self._buffer += data
@@ -137,7 +144,7 @@ class RelayedConnection:
     index: int
     upstream: FrameLog = field(default_factory=lambda: FrameLog(client_side=True))
     """Client to server."""
-    downstream: FrameLog = field(default_factory=lambda: FrameLog(client_side=False))
+    downstream: FrameLog = field(init=False)
     """Server to client."""
     upstream_bytes: int = 0
     downstream_bytes: int = 0
@@ -145,6 +152,9 @@ class RelayedConnection:
     """The client closed (or half-closed) its side."""
     server_eof: anyio.Event = field(default_factory=anyio.Event)
     """The server closed (or half-closed) its side."""
+
+    def __post_init__(self) -> None:
+        self.downstream = FrameLog(client_side=False, partner=self.upstream)
 
 
 class Relay(Waitable):
