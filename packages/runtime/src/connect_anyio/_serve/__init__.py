@@ -221,8 +221,7 @@ async def serve(
             finally:
                 server.stop()
     finally:
-        with anyio.CancelScope(shield=True):
-            await dispatcher.shutdown()
+        await dispatcher.shutdown()  # shielded inside, where it may be
 
 
 __all__ = ["ServerLimits", "serve", "server_tls_context"]

@@ -86,10 +86,15 @@ class Dispatcher:
             self._lifespans.append(lifespan)
 
     async def shutdown(self) -> None:
+        """Shuts every lifespan down, shielded from cancellation; then ends the lifespan tasks
+        (outside the shield: their task groups were entered before it)."""
+        with anyio.CancelScope(shield=True):
+            for lifespan in reversed(self._lifespans):
+                await lifespan.shutdown()
+            for app in reversed(self._connect_apps):
+                await app.shutdown()
         for lifespan in reversed(self._lifespans):
-            await lifespan.shutdown()
-        for app in reversed(self._connect_apps):
-            await app.shutdown()
+            await lifespan.close()
 
     async def handle(self, request: Request, io: ServerIO, trailers: bool) -> None:
         path, query = request.path_and_query
@@ -209,6 +214,8 @@ class _ASGILifespan:
         self._to_app_send, self._to_app = anyio.create_memory_object_stream[dict[str, Any]](2)
         self._from_app_send, self._from_app = anyio.create_memory_object_stream[dict[str, Any]](2)
         self._task_group: anyio.abc.TaskGroup | None = None
+        # The app's lifespan must outlive a cancelled serve() long enough to shut down.
+        self._scope = anyio.CancelScope(shield=True)
         self._supported = False
 
     async def _run(self) -> None:
@@ -221,12 +228,14 @@ class _ASGILifespan:
             await self._from_app_send.send(dict(message))
 
         try:
-            await self._app(scope, receive, send)
+            with self._scope:
+                await self._app(scope, receive, send)
         except Exception:
             if self._supported:
                 logger.exception("ASGI lifespan failed")
         finally:
             self._from_app_send.close()
+            self._to_app.close()
 
     async def startup(self) -> None:
         self._task_group = anyio.create_task_group()
@@ -238,17 +247,27 @@ class _ASGILifespan:
         except anyio.EndOfStream:
             return  # the app does not do lifespan
         if reply["type"] == "lifespan.startup.failed":
+            await self.close()
             raise RuntimeError(f"ASGI lifespan startup failed: {reply.get('message', '')}")
         self._supported = True
 
     async def shutdown(self) -> None:
-        task_group, self._task_group = self._task_group, None
-        if task_group is None:
-            return
-        if self._supported:
-            with anyio.move_on_after(10):
+        """Sends the app ``lifespan.shutdown`` and waits for its answer (10 s at most)."""
+        if self._supported and self._task_group is not None:
+            with (
+                anyio.move_on_after(10),
+                contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError),
+            ):
                 await self._to_app_send.send({"type": "lifespan.shutdown"})
-                with contextlib.suppress(anyio.EndOfStream):
-                    await self._from_app.receive()
-        task_group.cancel_scope.cancel()
-        await task_group.__aexit__(None, None, None)
+                await self._from_app.receive()
+
+    async def close(self) -> None:
+        """Ends the lifespan task. Call it where ``startup`` ran, outside any scope entered
+        since (the task group it exits was entered there)."""
+        task_group, self._task_group = self._task_group, None
+        self._to_app_send.close()
+        self._from_app.close()
+        if task_group is not None:
+            self._scope.cancel()
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
