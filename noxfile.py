@@ -39,9 +39,17 @@ TEST_DEPS = [
     "grpcio-status>=1.70",
     "googleapis-common-protos>=1.63",
     "werkzeug>=3.0",  # a real WSGI server for the WSGI application's tests
+    "starlette>=1.0",  # examples/starlette_cors: routing and CORS in front of our apps
 ]
 LINT_DEPS = ["ruff==0.17.6", BUF]
-TYPE_DEPS = ["mypy>=1.14", "types-protobuf", "trio>=0.27", "hypercorn>=0.17", "pytest>=8"]
+TYPE_DEPS = [
+    "mypy>=1.14",
+    "types-protobuf",
+    "trio>=0.27",
+    "hypercorn>=0.17",
+    "pytest>=8",
+    "starlette>=1.0",  # the examples are type-checked
+]
 
 # Where `buf generate` writes, per workspace module.
 GENERATED = {"proto": "gen", "packages/conformance/proto": "packages/conformance/src"}
