@@ -462,7 +462,7 @@ class H2Connection:
             anyio.ClosedResourceError,
             OSError,
         ) as e:
-            self._lost(f"connection closed: {type(e).__name__}")
+            self._lost(f"connection closed: {_reason(e)}")
             return
         await self.feed(data)
 
@@ -610,7 +610,7 @@ class H2Connection:
                     await self._stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
                     self._write_failed = True
-                    self._lost(f"connection closed while writing: {type(e).__name__}")
+                    self._lost(f"connection closed while writing: {_reason(e)}")
 
     _write_failed = False
     _goaway_last_sent = 0
@@ -658,6 +658,20 @@ def _readable(sock: Any) -> bool:
     except (OSError, ValueError):
         return True  # closed or broken: reading says how
     return bool(readable)
+
+
+def _reason(e: BaseException) -> str:
+    """The exception's type, and the first message along its causes: anyio's
+    ``BrokenResourceError`` has none, the TLS alert under it says why."""
+    cause: BaseException | None = e
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if str(cause):
+            prefix = "" if cause is e else f"{type(cause).__name__}: "
+            return f"{type(e).__name__}: {prefix}{cause}"
+        cause = cause.__cause__ or cause.__context__
+    return type(e).__name__
 
 
 def _code_name(code: int) -> str:

@@ -132,5 +132,21 @@ def map_errors() -> Iterator[None]:
     except ConnectError:
         raise
     except _NETWORK_ERRORS as e:
-        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        raise ConnectError(Code.UNAVAILABLE, detail) from e
+        raise ConnectError(Code.UNAVAILABLE, describe(e)) from e
+
+
+def describe(e: BaseException) -> str:
+    """``Type: message``; an exception without a message (``httpcore.ConnectError`` around
+    trio's ``BrokenResourceError``, say) is described by the first cause that has one,
+    such as the ``ssl`` error that says which certificate check failed."""
+    cause: BaseException | None = e
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause)
+        if text:
+            if cause is e:
+                return f"{type(e).__name__}: {text}"
+            return f"{type(e).__name__}: {type(cause).__name__}: {text}"
+        cause = cause.__cause__ or cause.__context__
+    return type(e).__name__

@@ -15,6 +15,31 @@ if TYPE_CHECKING:
     from .._protocol import ClientRequest, RawHeaders
 
 
+class _Body:
+    """A request body of known bytes, for httpcore.
+
+    httpcore wraps ``bytes`` in an async generator; when sending fails halfway (a
+    server that rejects our TLS certificate and closes, say) that generator is left
+    unfinished, and trio warns about it (ResourceWarning) when it is collected. This
+    iterator has nothing to finish.
+    """
+
+    __slots__ = ("_data", "_sent")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._sent = False
+
+    def __aiter__(self) -> _Body:
+        return _Body(self._data)
+
+    async def __anext__(self) -> bytes:
+        if self._sent:
+            raise StopAsyncIteration
+        self._sent = True
+        return self._data
+
+
 class HTTP1Response:
     __slots__ = ("_chunks", "_reading", "_response", "headers", "status")
 
@@ -95,7 +120,7 @@ class HTTP1Transport:
                 request.method,
                 origin.url(request.path),
                 headers=self._headers(origin, request),
-                content=request.body,
+                content=_Body(request.body or b""),
             )
         return response.status, list(response.headers), response.content, None
 
@@ -115,7 +140,7 @@ class HTTP1Transport:
                         request.method,
                         origin.url(request.path),
                         headers=self._headers(origin, request, streaming=body is not None),
-                        content=chunks if chunks is not None else request.body,
+                        content=chunks if chunks is not None else _Body(request.body or b""),
                     )
                 )
         finally:
