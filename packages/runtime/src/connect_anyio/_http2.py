@@ -147,6 +147,14 @@ class H2Stream:
         """Bytes received and not yet taken by the application (at most the stream's window)."""
         return sum(len(data) for data, _ in self._data)
 
+    @property
+    def receive_window(self) -> int:
+        """What the peer may still send on this stream before the application consumes more."""
+        try:
+            return int(self._conn._h2.remote_flow_control_window(self.id))
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError, KeyError):
+            return 0
+
     async def wait_reset(self) -> None:
         """Returns once the stream is reset or its connection is lost."""
         await self._conn._wait(self, lambda: self.error is not None)

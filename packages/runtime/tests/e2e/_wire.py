@@ -29,6 +29,25 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
 
 
+async def settle() -> None:
+    """Returns once every other task in the process (clients, relays, servers) is blocked.
+
+    anyio's asyncio version of ``wait_all_tasks_blocked`` can answer while I/O that has
+    already arrived waits in the event loop's queue behind the caller; asking three
+    times in a row, one loop turn apart, lets such I/O wake its reader first.
+    """
+    for _ in range(3):
+        await anyio.wait_all_tasks_blocked()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Waits until ``predicate()`` holds, testing it whenever every task is blocked
+    (state only changes when some task runs). A hang fails after 10 s."""
+    with anyio.fail_after(10):
+        while not predicate():
+            await anyio.wait_all_tasks_blocked()
+
+
 class Waitable:
     """Something that changes; ``wait_for(predicate)`` returns once the predicate holds."""
 

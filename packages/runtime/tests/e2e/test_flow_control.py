@@ -6,9 +6,9 @@ what the client consumed plus that window (counted by a relay on the wire). The
 other way, a client uploads 64 MiB to a handler that does not read yet: the
 client's send blocks on the window instead of buffering.
 
-"Slowly" is not a sleep: after each message the test waits until every task in the
-process (client, relay, server) is blocked (``anyio.wait_all_tasks_blocked``), the
-moment at which the server has sent all that flow control lets it.
+"Slowly" is not a sleep: after each message the test waits until the server may send
+no more on the stream (the client's receive window is used up) and every task in the
+process (client, relay, server) is blocked, then measures.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from _support.servers import SERVERS, run_server
 from _support.service import EchoRequest, EchoResponse, EchoServiceImpl, Observations, echo_app
 from _support.tls import TLSFiles
 from connectanyio.testing.v1 import testing_connect
-from e2e._wire import relay
+from e2e._wire import relay, settle, until
 
 from connect_anyio import HTTPClient, HTTPVersion, ProtocolType
 from connect_anyio._http2 import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, H2Connection
@@ -97,8 +97,10 @@ async def test_a_slow_reader_bounds_what_the_server_can_send(
                     message = await stream.__anext__()
                     slow = conn._streams[max(conn._streams)]  # opened after the holder
                     assert (message.index, len(message.payload)) == (k - 1, MIB)
-                    await anyio.wait_all_tasks_blocked()
-                    # The server has sent all it may: the stream's window is full...
+                    # The server sends all it may: the stream's receive window is used up...
+                    await until(lambda: slow.receive_window == 0)  # noqa: B023
+                    await settle()
+                    # ...what it sent waits in the stream's buffer, within the window...
                     assert DEFAULT_STREAM_WINDOW // 2 < slow.buffered <= DEFAULT_STREAM_WINDOW
                     # ...and that is all it sent beyond what was consumed (of 64 MiB).
                     sent = wire.downstream_bytes
@@ -157,9 +159,12 @@ async def test_sending_to_a_handler_that_does_not_read_blocks_the_sender(
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(upload)
-                await anyio.wait_all_tasks_blocked()
+                await until(lambda: bool(http._http2._pools))
                 conn = _only_connection(http)
+                await until(lambda: bool(conn._streams))
                 (sending,) = conn._streams.values()
+                await until(lambda: sending.window_waiting)
+                await settle()
                 # Blocked on the server's window, holding at most the message being sent...
                 assert sending.window_waiting
                 assert pulled * MIB - wire.upstream_bytes <= MIB
