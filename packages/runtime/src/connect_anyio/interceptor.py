@@ -7,6 +7,11 @@ the way out: ``A.on_start, B.on_start, C.on_start, handler, C.on_end, B.on_end,
 A.on_end``. ``on_end`` runs on errors and cancellation too: when the call was
 cancelled (deadline, client gone), it runs shielded from that cancellation, so it
 can still await; keep it short.
+
+The context an interceptor gets: on the server, the request headers and the response
+headers and trailers to send; on the client, the request headers about to be sent and,
+once the response has them, the response headers and trailers it received
+(``ctx.response_headers()``, ``ctx.response_trailers()``).
 """
 
 from __future__ import annotations

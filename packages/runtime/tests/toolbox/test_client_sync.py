@@ -139,15 +139,15 @@ def test_timeouts(kind: str, protocol: ProtocolType) -> None:
         received: list[int] = []
         with pytest.raises(ConnectError) as caught:
             if kind == "unary":
-                c.echo(blocking, timeout_ms=200)
+                c.echo(blocking, timeout_ms=300)
             elif kind == "client_stream":
-                c.client_stream([EchoRequest(text="first"), blocking], timeout_ms=200)
+                c.client_stream([EchoRequest(text="first"), blocking], timeout_ms=300)
             elif kind == "server_stream":
                 blocking.response_count = 2
-                for response in c.server_stream(blocking, timeout_ms=200):
+                for response in c.server_stream(blocking, timeout_ms=300):
                     received.append(response.index)
             else:
-                for response in c.bidi([EchoRequest(text="first"), blocking], timeout_ms=200):
+                for response in c.bidi([EchoRequest(text="first"), blocking], timeout_ms=300):
                     received.append(response.index)
         assert caught.value.code is Code.DEADLINE_EXCEEDED
         # What came before the deadline arrived.
@@ -157,13 +157,13 @@ def test_timeouts(kind: str, protocol: ProtocolType) -> None:
 
 def test_client_timeout_applies_to_every_call() -> None:
     observations = Observations()
-    with serving(observations=observations, timeout_ms=200) as (c, portal):
+    with serving(observations=observations, timeout_ms=300) as (c, portal):
         with pytest.raises(ConnectError) as caught:
             c.echo(EchoRequest(wait_for_cancel=True, tag="client-wide"))
         assert caught.value.code is Code.DEADLINE_EXCEEDED
         portal.call(observations.wait_cancelled, "client-wide")
         # The server sees the remaining time of the client's deadline.
-        assert 0 < c.echo(EchoRequest()).timeout_ms <= 200
+        assert 0 < c.echo(EchoRequest()).timeout_ms <= 300
 
 
 @pytest.mark.parametrize("compression", ["gzip", "br", "zstd"])

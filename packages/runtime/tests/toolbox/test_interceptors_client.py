@@ -189,7 +189,7 @@ async def test_on_end_runs_when_the_deadline_expires(kind: str) -> None:
     events: Events = []
     observations = Observations()
     chain = [Meta("A", events), Around("B", events), Meta("C", events)]
-    async with serving(chain, events, observations=observations, timeout_ms=200) as client:
+    async with serving(chain, events, observations=observations, timeout_ms=300) as client:
         with pytest.raises(ConnectError) as caught:
             await call(client, kind, wait_for_cancel=True, tag=kind)
         assert caught.value.code is Code.DEADLINE_EXCEEDED

@@ -194,7 +194,7 @@ def test_on_end_runs_when_the_deadline_expires(kind: str) -> None:
     events: Events = []
     observations = Observations()
     chain = [MetaSync("A", events), AroundSync("B", events), MetaSync("C", events)]
-    with serving(chain, events, observations=observations, timeout_ms=200) as s:
+    with serving(chain, events, observations=observations, timeout_ms=300) as s:
         with pytest.raises(ConnectError) as caught:
             call(s.client, kind, wait_for_cancel=True, tag=kind)
         assert caught.value.code is Code.DEADLINE_EXCEEDED
