@@ -1,9 +1,9 @@
 """HTTP/2 flow control on the client, measured in bytes, not time.
 
-A server streams 64 MiB (1 MiB messages) to a client that reads slowly: what the
-client buffers stays within its stream window, and what the server could send is
-what the client consumed plus that window (counted by a relay on the wire). The
-other way, a client uploads 64 MiB to a handler that does not read yet: the
+A server offers 64 MiB (1 MiB messages) to a client that reads slowly, then leaves:
+what the client buffers stays within its stream window, and what the server could
+send is what the client consumed plus that window (counted by a relay on the wire).
+The other way, a client uploads 24 MiB to a handler that does not read yet: the
 client's send blocks on the window instead of buffering.
 
 "Slowly" is not a sleep: after each message the test waits until the server may send
@@ -31,9 +31,12 @@ pytestmark = pytest.mark.anyio
 
 MIB = 1 << 20
 COUNT = 64
-"""Messages of 1 MiB each way: far more than the stream (1 MiB) and connection (16 MiB)
-windows."""
+"""Messages of 1 MiB offered by the server: far more than the stream (1 MiB) and
+connection (16 MiB) windows."""
+UPLOAD_COUNT = 24
+"""Messages of 1 MiB the client uploads: far more than the server's windows."""
 SLOW_ROUNDS = 4
+FAST_ROUNDS = 12
 PER_MESSAGE_OVERHEAD = 4096
 """Envelope, protobuf fields, HTTP/2 frame headers and TLS records of one 1 MiB message."""
 
@@ -89,7 +92,7 @@ async def test_a_slow_reader_bounds_what_the_server_can_send(
         tg.start_soon(_hold_the_reader, client, "holder")
         with anyio.fail_after(10):
             await obs.started["holder"].wait()
-        request = EchoRequest(response_count=COUNT, response_payload_size=MIB)
+        request = EchoRequest(tag="slow", response_count=COUNT, response_payload_size=MIB)
         with anyio.fail_after(60):
             async with client.server_stream(request) as stream:
                 conn = _only_connection(http)
@@ -105,15 +108,19 @@ async def test_a_slow_reader_bounds_what_the_server_can_send(
                     # ...and that is all it sent beyond what was consumed (of 64 MiB).
                     sent = wire.downstream_bytes
                     assert sent <= (k + 1) * (MIB + PER_MESSAGE_OVERHEAD) + 128 * 1024, (k, sent)
-                # The rest at full speed: the bounds hold after every message.
-                received = SLOW_ROUNDS
-                async for message in stream:
-                    assert len(message.payload) == MIB
+                # Then at full speed: the bounds hold after every message.
+                for k in range(SLOW_ROUNDS, SLOW_ROUNDS + FAST_ROUNDS):
+                    message = await stream.__anext__()
+                    assert (message.index, len(message.payload)) == (k, MIB)
                     assert slow.buffered <= DEFAULT_STREAM_WINDOW
                     assert conn.buffered <= DEFAULT_CONNECTION_WINDOW
-                    received += 1
-                assert received == COUNT
-        assert wire.downstream_bytes >= COUNT * MIB
+            # Left early: the server stops, having sent what was read and one window more.
+            with anyio.fail_after(10):
+                await obs.finished["slow"].wait()
+            await settle()
+            read = SLOW_ROUNDS + FAST_ROUNDS
+            assert read * MIB <= wire.downstream_bytes
+            assert wire.downstream_bytes <= (read + 1) * (MIB + PER_MESSAGE_OVERHEAD) + 128 * 1024
         tg.cancel_scope.cancel()
 
 
@@ -141,7 +148,7 @@ async def test_sending_to_a_handler_that_does_not_read_blocks_the_sender(
 
     async def requests() -> AsyncIterator[EchoRequest]:
         nonlocal pulled
-        for i in range(COUNT):
+        for i in range(UPLOAD_COUNT):
             pulled += 1
             yield EchoRequest(text=str(i), payload=payload)
 
@@ -168,11 +175,11 @@ async def test_sending_to_a_handler_that_does_not_read_blocks_the_sender(
                 # Blocked on the server's window, holding at most the message being sent...
                 assert sending.window_waiting
                 assert pulled * MIB - wire.upstream_bytes <= MIB
-                # ...after a few messages out of 64: what the server's windows admit.
+                # ...after a few messages out of 24: what the server's windows admit.
                 assert pulled <= 4, pulled
                 assert wire.upstream_bytes <= 4 * (MIB + PER_MESSAGE_OVERHEAD)
                 service.gate.set()
         (response,) = result
-        assert list(response.request_texts) == [str(i) for i in range(COUNT)]
-        assert pulled == COUNT
-        assert wire.upstream_bytes >= COUNT * MIB
+        assert list(response.request_texts) == [str(i) for i in range(UPLOAD_COUNT)]
+        assert pulled == UPLOAD_COUNT
+        assert wire.upstream_bytes >= UPLOAD_COUNT * MIB
