@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,25 +62,44 @@ class _Server:
         self._slots = anyio.Semaphore(limits.max_connections)
 
     def stop(self) -> None:
+        """Begins the graceful shutdown."""
         self._stop.set()
 
+    def force(self) -> None:
+        """Ends the grace period now: whatever still runs is cancelled."""
+        self._forced = True
+        self._stop.set()
+        if self._grace is not None:
+            self._grace.cancel()
+
+    _forced = False
+    _grace: anyio.CancelScope | None = None
+
     async def run(self, listeners: Sequence[anyio.abc.SocketListener]) -> None:
+        """Accepts and serves connections until ``stop()``, then shuts down gracefully:
+        stops accepting, lets calls in flight finish for ``graceful_timeout`` seconds
+        (HTTP/2 connections get GOAWAY, idle HTTP/1.1 ones are closed), cancels the rest."""
         # Connections are shielded from the caller's cancellation so that a
         # cancelled serve() still drains gracefully; this scope is the only
         # thing that cancels them, once the grace period is over.
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as connections:
-                async with anyio.create_task_group() as acceptors:
+                try:
+                    async with anyio.create_task_group() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept, listener, connections)
+                        await self._stop.wait()
+                        acceptors.cancel_scope.cancel()
+                finally:
                     for listener in listeners:
-                        acceptors.start_soon(self._accept, listener, connections)
-                    await self._stop.wait()
-                    acceptors.cancel_scope.cancel()
-                for listener in listeners:
-                    with contextlib.suppress(Exception):
-                        await listener.aclose()
+                        with contextlib.suppress(Exception):
+                            await listener.aclose()
                 for conn in list(self._connections):
                     conn.begin_shutdown()
-                with anyio.move_on_after(self._limits.graceful_timeout):
+                with anyio.move_on_after(self._limits.graceful_timeout) as grace:
+                    self._grace = grace
+                    if self._forced:
+                        grace.cancel()
                     while self._connections:
                         self._all_closed = anyio.Event()
                         await self._all_closed.wait()
@@ -156,6 +175,27 @@ class _Server:
                 self._all_closed.set()
 
 
+async def _until_stopped(server: _Server, signals: AsyncIterator[int] | None) -> None:
+    """Stops the server when cancelled (``serve()`` was) or on a signal; a second signal
+    ends the grace period at once."""
+    try:
+        if signals is None:
+            await anyio.sleep_forever()
+            return
+        async for signum in signals:
+            if not server._stop.is_set():
+                logger.info("%s: shutting down", signal.Signals(signum).name)
+                server.stop()
+            else:
+                logger.warning(
+                    "%s again: cancelling the calls in flight", signal.Signals(signum).name
+                )
+                server.force()
+                return
+    finally:
+        server.stop()
+
+
 def _address(value: Any) -> tuple[str, int] | None:
     if isinstance(value, tuple) and len(value) >= 2:
         return str(value[0]), int(value[1])
@@ -208,18 +248,17 @@ async def serve(
         ]
         for addr in addresses:
             logger.info("serving on %s://%s:%d", "https" if ssl else "http", *addr)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.run, listeners)
-            task_status.started(addresses)
-            try:
-                if handle_signals:
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for _ in signals:
-                            break
-                else:
-                    await anyio.sleep_forever()
-            finally:
-                server.stop()
+        signals = (
+            anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+            if handle_signals
+            else contextlib.nullcontext(None)
+        )
+        with signals as received:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_stopped, server, received)
+                task_status.started(addresses)
+                await server.run(listeners)  # shielded: returns once shut down
+                tg.cancel_scope.cancel()
     finally:
         await dispatcher.shutdown()  # shielded inside, where it may be
 
