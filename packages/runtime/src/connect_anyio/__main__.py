@@ -29,20 +29,33 @@ def _load(target: str) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m connect_anyio")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
+    cmd = commands.add_parser(
         "serve", help="serve applications (module:attribute) over HTTP/1.1 and HTTP/2"
     )
-    run.add_argument("apps", nargs="+", metavar="module:app")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080)
-    run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    run.add_argument("--certfile", help="TLS certificate chain (PEM); enables HTTPS")
-    run.add_argument("--keyfile", help="TLS private key (PEM)")
-    run.add_argument("--client-ca", help="require client certificates signed by this CA (PEM)")
+    cmd.add_argument("apps", nargs="+", metavar="module:app")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=8080)
+    cmd.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    cmd.add_argument("--certfile", help="TLS certificate chain (PEM); enables HTTPS")
+    cmd.add_argument("--keyfile", help="TLS private key (PEM)")
+    cmd.add_argument("--client-ca", help="require client certificates signed by this CA (PEM)")
     defaults = ServerLimits()
-    run.add_argument("--graceful-timeout", type=float, default=defaults.graceful_timeout)
-    run.add_argument("--max-concurrent-streams", type=int, default=defaults.max_concurrent_streams)
-    run.add_argument("--log-level", default="INFO")
+    limit_options = {
+        "--max-connections": ("max_connections", int),
+        "--max-concurrent-streams": ("max_concurrent_streams", int),
+        "--max-header-bytes": ("max_header_bytes", int),
+        "--header-timeout": ("header_timeout", float),
+        "--idle-timeout": ("idle_timeout", float),
+        "--graceful-timeout": ("graceful_timeout", float),
+    }
+    for flag, (field, kind) in limit_options.items():
+        cmd.add_argument(
+            flag,
+            type=kind,
+            default=getattr(defaults, field),
+            help=f"default {getattr(defaults, field)}",
+        )
+    cmd.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -54,19 +67,28 @@ def main(argv: list[str] | None = None) -> None:
         context = server_tls_context(args.certfile, args.keyfile, client_ca=args.client_ca)
     elif args.client_ca:
         parser.error("--client-ca needs --certfile")
-    limits = ServerLimits(
-        graceful_timeout=args.graceful_timeout, max_concurrent_streams=args.max_concurrent_streams
-    )
-    run_server = partial(
-        serve,
-        *apps,
-        host=args.host,
-        port=args.port,
-        ssl=context,
-        limits=limits,
-        handle_signals=True,
-    )
-    anyio.run(run_server, backend=args.backend)
+    limits = ServerLimits(**{field: getattr(args, field) for field, _ in limit_options.values()})
+    scheme = "https" if context is not None else "http"
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            addresses = await tg.start(
+                partial(
+                    serve,
+                    *apps,
+                    host=args.host,
+                    port=args.port,
+                    ssl=context,
+                    limits=limits,
+                    handle_signals=True,
+                )
+            )
+            # On stdout, one line per address, for whoever started us (--port 0 picks a port).
+            for host, port in addresses:
+                shown = f"[{host}]" if ":" in host else host
+                print(f"listening on {scheme}://{shown}:{port}", flush=True)
+
+    anyio.run(run, backend=args.backend)
 
 
 if __name__ == "__main__":

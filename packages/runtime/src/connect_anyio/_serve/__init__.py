@@ -94,6 +94,7 @@ class _Server:
                     for listener in listeners:
                         with contextlib.suppress(Exception):
                             await listener.aclose()
+                logger.info("stopped accepting; %d connection(s) to finish", len(self._connections))
                 for conn in list(self._connections):
                     conn.begin_shutdown()
                 with anyio.move_on_after(self._limits.graceful_timeout) as grace:
