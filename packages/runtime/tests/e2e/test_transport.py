@@ -93,16 +93,16 @@ async def test_goaway_in_flight_streams_finish_later_ones_are_refused(
             requests = [await server.next_request() for _ in range(4)]
             assert sorted(r.stream_id for r in requests) == [1, 3, 5, 7]
             assert {r.conn.index for r in requests} == {0}
+            with anyio.fail_after(10):
+                for r in requests:
+                    await r.ended.wait()  # the whole request is in
+            by_stream = {r.stream_id: int(_request_text(r)) for r in requests}
             old = requests[0].conn
             await old.goaway(last_stream_id=3)
 
             # Above the last stream id: refused at once, as unavailable (safe to retry).
             refused = [r for r in requests if r.stream_id > 3]
             in_flight = [r for r in requests if r.stream_id <= 3]
-            with anyio.fail_after(10):
-                for r in requests:
-                    await r.ended.wait()
-            by_stream = {r.stream_id: int(_request_text(r)) for r in requests}
             with anyio.fail_after(10):
                 for r in refused:
                     await done[by_stream[r.stream_id]].wait()
