@@ -68,6 +68,11 @@ class Dispatcher:
                 raise TypeError(f"not an application: {app!r}")
         if not apps:
             raise ValueError("serve() needs at least one application")
+        if len(self._asgi_apps) > 1:
+            raise ValueError(
+                "serve() takes at most one plain ASGI app (it gets every path that no Connect "
+                "application has); mount several in one router, such as Starlette's"
+            )
         self._routes: dict[str, Router] = {}
         self._fallback: Router | None = None
         self._lifespans: list[_ASGILifespan] = []
@@ -152,6 +157,10 @@ async def serve_asgi(app: ASGIApp, request: Request, io: ServerIO, trailers: boo
         await app(scope, state.receive, state.send)
     except Disconnected:
         return
+    except Exception:
+        # Answered with a 500 if nothing was sent yet; else the connection cuts the
+        # response short (HTTP/1.1: closed; HTTP/2: RST_STREAM), never leaving it hanging.
+        logger.exception("ASGI application failed")
     if not state.started:
         start = ResponseStart(500, [(b"content-type", b"text/plain; charset=utf-8")])
         await io.send_start(start, b"500 Internal Server Error\n", True)
