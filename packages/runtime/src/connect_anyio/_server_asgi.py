@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
+
 from . import _protocol as p
 from ._server_core import Disconnected, Router
 from .request import Headers
@@ -18,21 +20,54 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("connect_anyio")
 
+DRAIN_MAX_BYTES = 4 << 20
+"""Unread request body an ASGI call discards after answering early (see ``drain``)."""
+DRAIN_SECONDS = 1.0
+"""How long it waits for that body to end."""
+SEND_GRACE_SECONDS = 10.0
+"""How long one ASGI ``send`` may block once the call has been cancelled."""
+
 
 class ASGIServerIO:
     """One HTTP request seen through ASGI's receive and send callables."""
 
-    __slots__ = ("_asgi_send", "_body_done", "_disconnected", "_receive")
+    __slots__ = (
+        "_asgi_receive",
+        "_asgi_send",
+        "_body_done",
+        "_disconnected",
+        "_receiving",
+        "_trailers",
+    )
 
     def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive = receive
+        self._asgi_receive = receive
         self._asgi_send = send
         self._body_done = False
         self._disconnected = False
+        self._receiving = False
+        self._trailers = False
+
+    async def _receive(self) -> Message:
+        self._receiving = True
+        try:
+            return await self._asgi_receive()
+        finally:
+            self._receiving = False
 
     async def _send(self, message: Message) -> None:
         try:
-            await self._asgi_send(message)
+            # Not cancelled halfway by our own deadline or disconnect watch: a server may
+            # have encoded the message (HTTP/2 HPACK state included) before it writes it,
+            # and a send abandoned in between corrupts the connection for every stream on
+            # it (hypercorn's trio worker: COMPRESSION_ERROR). A send stuck for
+            # SEND_GRACE_SECONDS is abandoned anyway.
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + SEND_GRACE_SECONDS
+                await self._asgi_send(message)
+            if scope.cancelled_caught:
+                self._disconnected = True
+                raise Disconnected
         except OSError:
             # The ASGI spec: ``send`` on a closed connection raises an OSError subclass
             # (hypercorn lets its own TLS close errors out this way too). The client is
@@ -55,6 +90,33 @@ class ASGIServerIO:
                 raise Disconnected
         return b""
 
+    async def drain(self) -> None:
+        """Reads and discards what is left of the request body, within bounds.
+
+        Called before the last part of the response. A call may answer before it has
+        read the whole request (a message over the limit, an error). ASGI can neither
+        reset the stream nor linger on close: a server that then closes an HTTP/1.1
+        connection with unread bytes makes the kernel send RST, which can destroy the
+        answer before the client reads it, and hypercorn's HTTP/2 fails the whole
+        connection on DATA for a stream whose response has ended (KeyError in its
+        protocol/h2.py, pgjones/hypercorn#329). So the response ends only once the
+        request has, or after DRAIN_MAX_BYTES or DRAIN_SECONDS. Skipped while another
+        task is reading the body (that task is draining already).
+        """
+        if self._body_done or self._disconnected or self._receiving:
+            return
+        left = DRAIN_MAX_BYTES
+        with anyio.move_on_after(DRAIN_SECONDS):
+            while not self._body_done and not self._disconnected and left > 0:
+                message = await self._receive()
+                kind = message["type"]
+                if kind == "http.request":
+                    left -= len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        self._body_done = True
+                elif kind == "http.disconnect":
+                    self._disconnected = True
+
     async def wait_disconnect(self) -> None:
         if self._disconnected:
             return
@@ -65,6 +127,13 @@ class ASGIServerIO:
                 return
 
     async def send_start(self, start: p.ResponseStart, body: bytes, end: bool) -> None:
+        self._trailers = start.trailers
+        if end:
+            # A whole response (trailers or not): the request ends first. hypercorn's
+            # HTTP/2 fails connections that still receive DATA while such a response is
+            # going out (GOAWAY with PROTOCOL_ERROR; reproduced without our code in
+            # packages/conformance/hypercorn/).
+            await self.drain()
         await self._send(
             {
                 "type": "http.response.start",
@@ -76,9 +145,12 @@ class ASGIServerIO:
         await self._send({"type": "http.response.body", "body": body, "more_body": not end})
 
     async def send_body(self, body: bytes, end: bool) -> None:
+        if end and not self._trailers:
+            await self.drain()
         await self._send({"type": "http.response.body", "body": body, "more_body": not end})
 
     async def send_trailers(self, trailers: p.RawHeaders) -> None:
+        await self.drain()
         await self._send(
             {"type": "http.response.trailers", "headers": trailers, "more_trailers": False}
         )
