@@ -161,10 +161,22 @@ class H2Stream:
 
     # -- sending ---------------------------------------------------------------
 
-    async def send_headers(self, headers: RawHeaders, end_stream: bool = False) -> None:
+    async def send_headers(
+        self, headers: RawHeaders, end_stream: bool = False, body: bytes = b""
+    ) -> None:
+        """Sends headers; with ``body`` (that ends the stream with ``end_stream``), headers
+        and body leave in one write when the flow-control window has room for the body
+        (a peer never sees the headers of a whole response without its body)."""
         conn = self._conn
         self._check()
-        conn._h2.send_headers(self.id, headers, end_stream=end_stream)
+        if body and len(body) > min(self._window(), conn._h2.max_outbound_frame_size):
+            conn._h2.send_headers(self.id, headers)
+            await conn._flush()
+            await self.send_data(body, end_stream=end_stream)
+            return
+        conn._h2.send_headers(self.id, headers, end_stream=end_stream and not body)
+        if body:
+            conn._h2.send_data(self.id, body, end_stream=end_stream)
         if end_stream:
             self._closed_locally()
         await conn._flush()
