@@ -8,6 +8,8 @@ A raw h2-library client sends exactly the frames each test needs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import h2.events
@@ -15,7 +17,9 @@ import h2.exceptions
 import h2.settings
 import pytest
 from _support.tls import TLSFiles
+from anyio.abc import ByteStream
 from h2.errors import ErrorCodes
+from hyperframe.frame import DataFrame, Frame, HeadersFrame
 from native._helpers import (
     SERVICE,
     WAIT,
@@ -30,7 +34,7 @@ from native._helpers import (
     wait_until,
 )
 
-from connect_anyio import ServerLimits
+from connect_anyio import ServerLimits, _serve
 
 pytestmark = pytest.mark.anyio
 
@@ -248,3 +252,71 @@ async def test_tls_alpn_picks_the_protocol(
                 assert response.json["text"] == "tls h1"
     assert len(tracked.h2) == (expected == "h2")
     assert len(tracked.h1) == (expected == "h1")
+
+
+class RecordingStream(ByteStream):
+    """A byte stream that keeps each write the server makes."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+        self.writes: list[bytes] = []
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        self.writes.append(bytes(item))
+        await self._stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
+def frames_of(data: bytes) -> list[Frame]:
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("message", "status"),
+    [({"text": "ok"}, 200), ({"fail": {"code": "not_found", "message": "nope"}}, 404)],
+    ids=["answer", "error"],
+)
+async def test_a_whole_response_leaves_in_one_write(
+    message: dict[str, object], status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers and body of a unary response go out together: a client never sees the
+    headers of a finished call without its body (a Go client whose deadline struck in that
+    gap reported a truncated error body)."""
+    recorders: list[RecordingStream] = []
+
+    class Recording(_serve.H2ServerConnection):
+        def __init__(self, stream: ByteStream, *args: Any, **kwargs: Any) -> None:
+            recorder = RecordingStream(stream)
+            recorders.append(recorder)
+            super().__init__(recorder, *args, **kwargs)
+
+    monkeypatch.setattr(_serve, "H2ServerConnection", Recording)
+    async with native(gated_app(GatedEcho())) as srv, raw_h2(srv.port) as client:
+        stream_id = client.request(ECHO, json.dumps(message).encode())
+        await client.flush()
+        await client.wait_ended(stream_id)
+        assert client.status(stream_id) == status
+        assert json.loads(client.body(stream_id))
+    (recorder,) = recorders
+    writes = [frames_of(w) for w in recorder.writes]
+    (write,) = [w for w in writes if any(isinstance(f, HeadersFrame) for f in w)]
+    assert [type(f) for f in write if f.stream_id == stream_id] == [HeadersFrame, DataFrame]
+    assert "END_STREAM" in write[-1].flags

@@ -163,12 +163,7 @@ class H2ServerIO:
         headers: RawHeaders = [(b":status", str(start.status).encode()), *start.headers]
         finish = end and not start.trailers
         try:
-            if finish and not body:
-                await self._stream.send_headers(headers, end_stream=True)
-            else:
-                await self._stream.send_headers(headers)
-                if body or finish:
-                    await self._stream.send_data(body, end_stream=finish)
+            await self._stream.send_headers(headers, end_stream=finish, body=body)
         except StreamError:
             raise Disconnected from None
         self.done = finish
