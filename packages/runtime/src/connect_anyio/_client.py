@@ -221,8 +221,18 @@ class ClientCore:
 
 
 async def _encode(call: p.ClientCall, requests: AsyncIterable[Any]) -> AsyncIterator[bytes]:
-    async for message in requests:
-        yield call.encode_message(message)
+    """The request stream, encoded. Closed early (the call ended or was cancelled before
+    the requests did), it closes the caller's iterator too, so an async generator's
+    ``finally`` runs now instead of being left for the garbage collector (which trio
+    reports as a ResourceWarning)."""
+    iterator = requests.__aiter__()
+    try:
+        async for message in iterator:
+            yield call.encode_message(message)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class StreamCall(Generic[REQ, RES]):
