@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import h2.exceptions
-import h11
-import httpcore
 
 from ..code import Code
 from ..errors import ConnectError
@@ -76,6 +74,14 @@ class Response(Protocol):
         ...
 
 
+class RemoteProtocolError(Exception):
+    """The server broke HTTP/1.1 (a malformed response head, a body cut short)."""
+
+
+class LocalProtocolError(Exception):
+    """A request that HTTP/1.1 cannot carry (a header value with a line break, say)."""
+
+
 class _UserError(Exception):
     """Carries an exception raised by the caller's request iterator through the HTTP library."""
 
@@ -108,16 +114,13 @@ async def guard_body(body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
 
 
 _NETWORK_ERRORS = (
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.TimeoutException,
-    httpcore.UnsupportedProtocol,
+    RemoteProtocolError,
+    LocalProtocolError,
     OSError,
     ssl.SSLError,
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
-    h11.ProtocolError,
     h2.exceptions.ProtocolError,
 )
 
@@ -136,8 +139,8 @@ def map_errors() -> Iterator[None]:
 
 
 def describe(e: BaseException) -> str:
-    """``Type: message``; an exception without a message (``httpcore.ConnectError`` around
-    trio's ``BrokenResourceError``, say) is described by the first cause that has one,
+    """``Type: message``; an exception without a message (trio's ``BrokenResourceError``
+    around a TLS alert, say) is described by the first cause that has one,
     such as the ``ssl`` error that says which certificate check failed."""
     cause: BaseException | None = e
     seen: set[int] = set()
