@@ -39,6 +39,7 @@ TEST_DEPS = [
     "grpcio-status>=1.70",
     "googleapis-common-protos>=1.63",
     "werkzeug>=3.0",  # a real WSGI server for the WSGI application's tests
+    "httpcore>=1.0.7",  # an HTTP client independent of ours (tests/_support/raw.py)
     "starlette>=1.0",  # examples/starlette_cors: routing and CORS in front of our apps
 ]
 LINT_DEPS = ["ruff==0.17.6", BUF]
@@ -121,7 +122,7 @@ def bench(session: nox.Session) -> None:
     """
     session.install(
         "-e", RUNTIME, "trio>=0.27", "hypercorn==0.18.0", "uvicorn==0.54.0", "uvloop",
-        "httptools", "granian==2.8.7", "grpcio>=1.70", "py-spy",
+        "httptools", "granian==2.8.7", "grpcio>=1.70", "py-spy", "httpcore>=1.0.7",
     )  # fmt: skip
     pythonpath = os.pathsep.join([str(ROOT / "gen"), str(ROOT)])
     session.run("python", "-m", "bench.run", *session.posargs, env={"PYTHONPATH": pythonpath})
