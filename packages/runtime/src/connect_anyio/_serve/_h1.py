@@ -1,13 +1,25 @@
-"""HTTP/1.1 connections of the native server, on h11."""
+"""HTTP/1.1 connections of the native server.
+
+A strict request parser of our own (RFC 9112) and responses written as bytes:
+a whole response (head and body) leaves in one write. The parser refuses what
+it does not understand rather than guessing (bare LF, obsolete line folding,
+both ``Content-Length`` and ``Transfer-Encoding``, codings other than chunked),
+so that no two readers of one byte stream can see different requests.
+
+Timeouts cost nothing per request: a connection only records the time by which
+something must arrive (``deadline``); the server's clock task cancels
+connections past it (``expire``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import http
+import math
+import re
 from typing import TYPE_CHECKING
 
 import anyio
-import h11
 from anyio.abc import ByteStream
 
 from .._protocol import RawHeaders, ResponseStart
@@ -20,23 +32,66 @@ if TYPE_CHECKING:
 _READ = 65536
 _DRAIN_LIMIT = 1 << 20
 """Unread request body we are willing to skip to keep a connection alive."""
+_CHUNK_LINE_LIMIT = 4096
+"""A chunk-size line (with its extensions) longer than this is refused."""
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_FIELD = rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*\r\n"
+_FIELDS = re.compile(rb"(?:" + _FIELD + rb")*")
+_FIELD_RE = re.compile(_FIELD)
+_RESPONSE_FIELDS = re.compile(rb"(?:" + _TOKEN + rb": " + _VALUE + rb"\r\n)*")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\x09\x20-\x7e\x80-\xff]*)?")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
 class _ConnectionGone(Exception):
     pass
 
 
-_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def _reason(status: int) -> bytes:
-    """The standard reason phrase: some clients reject an empty one."""
-    return _REASONS.get(status, b"")
+class _BadBody(Exception):
+    """The request body is malformed (chunked framing): the connection cannot go on."""
+
+
+_STATUS_LINES = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
+    for status in http.HTTPStatus
+}
+
+
+def _status_line(status: int) -> bytes:
+    """The status line with the standard reason phrase (some clients reject an empty one)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid HTTP status {status}")
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Body framing of a request.
+_NO_BODY = 0
+_LENGTH = 1
+_CHUNKED = 2
+# Chunked decoding states.
+_CHUNK_HEAD = 0
+_CHUNK_DATA = 1
+_CHUNK_END = 2
+_TRAILERS = 3
 
 
 class H1Connection:
     """Serves requests one after another on one connection (keep-alive; pipelined
-    requests wait their turn in h11's buffer)."""
+    requests wait their turn in the read buffer)."""
 
     def __init__(
         self,
@@ -54,17 +109,34 @@ class H1Connection:
         self._scheme = scheme
         self._client = client
         self._server = server
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._buf = b""
         self._eof = False
         self.busy = False
         self._closing = False
-        self._idle_scope: anyio.CancelScope | None = None
+        self._scope: anyio.CancelScope | None = None
+        self.deadline = math.inf
+        """When the head being waited for must be complete (``expire`` ends the connection
+        past it); infinite while a request is served."""
+        # The request body being read.
+        self._body = _NO_BODY
+        self._remaining = 0
+        self._chunk_state = _CHUNK_HEAD
+        self._trailer_bytes = 0
+        self._body_broken = False
+        self._body_seen = False
+
+    # -- lifecycle -----------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
         """Finish the request in progress, then close; close at once if idle."""
         self._closing = True
-        if not self.busy and self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if not self.busy and self._scope is not None:
+            self._scope.cancel()
+
+    def expire(self) -> None:
+        """Called past ``deadline``: a head did not arrive in time; the connection ends."""
+        if not self.busy and self._scope is not None:
+            self._scope.cancel()
 
     async def run(self, initial: bytes, head_deadline: float | None = None) -> None:
         """Serves requests until the client leaves, a limit is hit or the server shuts down.
@@ -72,81 +144,268 @@ class H1Connection:
         ``head_deadline``: when the first request head must be complete (the header
         timeout counts from the moment the connection was accepted).
         """
-        if initial:
-            self._h11.receive_data(initial)
+        self._buf = initial
+        if head_deadline is None:
+            head_deadline = anyio.current_time() + self._limits.header_timeout
+        self.deadline = head_deadline
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            if self._closing:
+                return
+            await self._serve()
+
+    async def _serve(self) -> None:
         limits = self._limits
         first = True
         while not self._closing:
-            if first:
-                deadline = head_deadline
-                if deadline is None:
-                    deadline = anyio.current_time() + limits.header_timeout
-                first = False
-            else:
-                # Between requests: idle_timeout until the next request starts to arrive,
-                # then header_timeout for the rest of its head.
-                if not self._h11.trailing_data[0] and not self._eof:
-                    with anyio.move_on_after(limits.idle_timeout) as scope:
-                        self._idle_scope = scope
-                        try:
-                            await self._read()
-                        except _ConnectionGone:
-                            return
-                    self._idle_scope = None
-                    if scope.cancelled_caught or self._closing:
-                        return  # idle for too long, or shutting down
-                deadline = anyio.current_time() + limits.header_timeout
-            event: object = None
-            with anyio.CancelScope(deadline=deadline) as scope:
-                self._idle_scope = scope
-                try:
-                    event = await self._next_event()
-                except h11.RemoteProtocolError as e:
-                    await self._refuse(e.error_status_hint or 400, str(e))
-                    return
-                except _ConnectionGone:
-                    return
-            self._idle_scope = None
-            if event is None:
-                return  # timed out waiting for a request head, or shutting down
-            if not isinstance(event, h11.Request):
+            if not first:
+                if self._buf:
+                    self.deadline = anyio.current_time() + limits.header_timeout
+                else:
+                    self.deadline = anyio.current_time() + limits.idle_timeout
+            first = False
+            try:
+                request = await self._read_head()
+            except _BadRequest as e:
+                await self._refuse(e.status, str(e))
                 return
-            if _head_size(event) > limits.max_header_bytes:
-                await self._refuse(431, "request header fields too large")
+            except _ConnectionGone:
+                return
+            if request is None:
                 return
             self.busy = True
+            self.deadline = math.inf
             try:
-                await self._handle(event)
+                io = H1ServerIO(self, request)
+                await self._handle(request, io)
             except _ConnectionGone:
                 return
             finally:
                 self.busy = False
-            if not await self._finish_cycle():
+            if io.close or self._closing or not await self._finish_body():
                 return
 
-    async def _read(self) -> None:
+    # -- reading -----------------------------------------------------------------------
+
+    async def _fill(self) -> int:
+        """Reads more bytes into the buffer; returns how many (0 at the end of the stream)."""
         if self._eof:
-            raise _ConnectionGone
+            return 0
         try:
             data = await self._stream.receive(_READ)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             data = b""
         if not data:
             self._eof = True
-        self._h11.receive_data(data)
+            return 0
+        if self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+        return len(data)
 
-    async def _next_event(self) -> object:
+    async def _read_head(self) -> _Head | None:
+        """The next request head, or None when the client closed the connection between
+        requests. Raises ``_BadRequest`` for a head that must be refused."""
+        limit = self._limits.max_header_bytes
+        scanned = 0
         while True:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                await self._read()
-                continue
-            if isinstance(event, h11.ConnectionClosed):
-                raise _ConnectionGone
-            return event
+            buf = self._buf
+            if buf[:2] == b"\r\n":
+                # Blank lines before a request line are ignored (RFC 9112, 2.2).
+                buf = self._buf = buf.lstrip(b"\r\n")
+                scanned = 0
+            end = buf.find(b"\r\n\r\n", scanned)
+            if end >= 0:
+                if end + 4 > limit:
+                    raise _BadRequest(431, "request header fields too large")
+                self._buf = buf[end + 4 :]
+                return self._parse_head(buf[: end + 2])
+            if len(buf) > limit:
+                raise _BadRequest(431, "request header fields too large")
+            if b"\n\n" in buf or b"\n\r\n" in buf:
+                raise _BadRequest(400, "malformed request head (bare LF)")
+            scanned = max(0, len(buf) - 3)
+            if buf and self.deadline == math.inf:
+                self.deadline = anyio.current_time() + self._limits.header_timeout
+            had = len(buf)
+            if not await self._fill():
+                if had:
+                    raise _ConnectionGone  # cut off in the middle of a head
+                return None
+            if not had:
+                # The first byte of a head: from now on the header timeout counts.
+                self.deadline = min(
+                    self.deadline, anyio.current_time() + self._limits.header_timeout
+                )
 
-    async def _send(self, *events: h11.Event) -> None:
-        data = b"".join(self._h11.send(e) or b"" for e in events)
+    def _parse_head(self, head: bytes) -> _Head:
+        """Parses a request head (ending with CRLF, without the blank line)."""
+        line_end = head.index(b"\r\n")
+        match = _REQUEST_LINE.fullmatch(head, 0, line_end)
+        if match is None:
+            raise _BadRequest(400, "malformed request line")
+        method, target, major, minor = match.groups()
+        if major != b"1" or minor not in (b"0", b"1"):
+            raise _BadRequest(505, "HTTP version not supported")
+        http10 = minor == b"0"
+        fields_start = line_end + 2
+        if _FIELDS.fullmatch(head, fields_start) is None:
+            raise _BadRequest(400, "malformed header field")
+        headers: RawHeaders = []
+        append = headers.append
+        content_length: bytes | None = None
+        transfer_encoding: bytes | None = None
+        hosts = 0
+        keep_alive = not http10
+        expect_continue = False
+        for name, value in _FIELD_RE.findall(head, fields_start):
+            name = name.lower()
+            append((name, value))
+            if name == b"content-length":
+                if content_length is not None and value != content_length:
+                    raise _BadRequest(400, "conflicting Content-Length")
+                content_length = value
+            elif name == b"transfer-encoding":
+                transfer_encoding = (
+                    value if transfer_encoding is None else transfer_encoding + b"," + value
+                )
+            elif name == b"host":
+                hosts += 1
+            elif name == b"connection":
+                # (HTTP/1.0 keep-alive is not offered: such connections close.)
+                if b"close" in (t.strip() for t in value.lower().split(b",")):
+                    keep_alive = False
+            elif name == b"expect":
+                expect_continue = value.lower() == b"100-continue"
+        if not http10 and hosts != 1:
+            raise _BadRequest(400, "missing Host header" if not hosts else "several Host headers")
+        if transfer_encoding is not None:
+            if http10:
+                raise _BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if content_length is not None:
+                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+            if transfer_encoding.strip(b" \t").lower() != b"chunked":
+                raise _BadRequest(501, "only Transfer-Encoding: chunked is supported")
+            self._body = _CHUNKED
+            self._chunk_state = _CHUNK_HEAD
+            self._trailer_bytes = 0
+        elif content_length is not None:
+            if _DIGITS.fullmatch(content_length) is None:
+                raise _BadRequest(400, "malformed Content-Length")
+            self._remaining = int(content_length)
+            self._body = _LENGTH if self._remaining else _NO_BODY
+        else:
+            self._body = _NO_BODY
+        self._body_broken = False
+        self._body_seen = False
+        return _Head(
+            method.decode("ascii"),
+            target,
+            headers,
+            "1.0" if http10 else "1.1",
+            keep_alive,
+            expect_continue and not http10 and self._body != _NO_BODY,
+        )
+
+    async def _read_body(self) -> bytes:
+        """The next piece of the request body; ``b""`` at its end. Raises ``_BadBody`` for
+        broken chunked framing and ``_ConnectionGone`` when the client left mid-body."""
+        if self._body == _LENGTH:
+            if not self._buf and not await self._fill():
+                raise _ConnectionGone
+            self._body_seen = True
+            buf = self._buf
+            remaining = self._remaining
+            if len(buf) <= remaining:
+                self._buf = b""
+                self._remaining = remaining - len(buf)
+                if not self._remaining:
+                    self._body = _NO_BODY
+                return buf
+            self._buf = buf[remaining:]
+            self._remaining = 0
+            self._body = _NO_BODY
+            return buf[:remaining]
+        if self._body == _CHUNKED:
+            return await self._read_chunked()
+        return b""
+
+    async def _read_chunked(self) -> bytes:
+        while True:
+            state = self._chunk_state
+            buf = self._buf
+            if state == _CHUNK_DATA:
+                if not buf:
+                    if not await self._fill():
+                        raise _ConnectionGone
+                    buf = self._buf
+                self._body_seen = True
+                remaining = self._remaining
+                if len(buf) <= remaining:
+                    self._buf = b""
+                    data = buf
+                else:
+                    self._buf = buf[remaining:]
+                    data = buf[:remaining]
+                self._remaining = remaining - len(data)
+                if not self._remaining:
+                    self._chunk_state = _CHUNK_END
+                return data
+            if state == _CHUNK_END:
+                if len(buf) < 2:
+                    if not await self._fill():
+                        raise _ConnectionGone
+                    continue
+                if buf[:2] != b"\r\n":
+                    self._body_broken = True
+                    raise _BadBody
+                self._buf = buf[2:]
+                self._chunk_state = _CHUNK_HEAD
+                continue
+            end = buf.find(b"\r\n")
+            if end < 0:
+                limit = (
+                    _CHUNK_LINE_LIMIT
+                    if state == _CHUNK_HEAD
+                    else self._limits.max_header_bytes - self._trailer_bytes
+                )
+                if len(buf) > limit or b"\n" in buf:
+                    self._body_broken = True
+                    raise _BadBody
+                if not await self._fill():
+                    raise _ConnectionGone
+                continue
+            line = buf[:end]
+            self._buf = buf[end + 2 :]
+            self._body_seen = True
+            if state == _CHUNK_HEAD:
+                match = _CHUNK_SIZE.fullmatch(line)
+                if match is None:
+                    self._body_broken = True
+                    raise _BadBody
+                size = int(match.group(1), 16)
+                if size:
+                    self._remaining = size
+                    self._chunk_state = _CHUNK_DATA
+                else:
+                    self._chunk_state = _TRAILERS
+                continue
+            # Trailer fields: checked and bounded, then ignored.
+            if not line:
+                self._body = _NO_BODY
+                return b""
+            self._trailer_bytes += end + 2
+            if (
+                self._trailer_bytes > self._limits.max_header_bytes
+                or _FIELD_RE.fullmatch(line + b"\r\n") is None
+            ):
+                self._body_broken = True
+                raise _BadBody
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _send(self, data: bytes) -> None:
         try:
             await self._stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -155,107 +414,124 @@ class H1Connection:
     async def _refuse(self, status: int, message: str) -> None:
         """Answers a request that cannot be served (bad or oversize head); the connection
         closes after it."""
-        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
         body = f"{status} {message}\n".encode()
-        with contextlib.suppress(Exception):
-            await self._send(
-                h11.Response(
-                    status_code=status,
-                    headers=[
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                    reason=_reason(status),
-                ),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            )
+        head = _status_line(status) + (
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        with contextlib.suppress(Disconnected):
+            await self._send(head + body)
 
-    async def _handle(self, request: h11.Request) -> None:
-        io = H1ServerIO(self, request)
-        head = Request(
-            method=request.method.decode("ascii"),
-            target=request.target,
-            raw_headers=list(request.headers),
-            http_version=request.http_version.decode("ascii"),
+    # -- one request ---------------------------------------------------------------------
+
+    async def _handle(self, head: _Head, io: H1ServerIO) -> None:
+        request = Request(
+            method=head.method,
+            target=head.target,
+            raw_headers=head.headers,
+            http_version=head.version,
             scheme=self._scheme,
             client=self._client,
             server=self._server,
         )
         try:
-            await self._dispatcher.handle(head, io, trailers=False)
+            await self._dispatcher.handle(request, io, trailers=False)
         except Disconnected:
             raise _ConnectionGone from None
-        if io.state != "done":
-            if io.state == "idle":
+        if io.state != _DONE:
+            if io.state == _IDLE:
                 await io.send_start(ResponseStart(500, [(b"content-length", b"0")]), b"", True)
             else:
                 raise _ConnectionGone  # a response cut short cannot be framed: drop the connection
 
-    async def _finish_cycle(self) -> bool:
-        """Drains what is left of the request body and readies the next request."""
-        if self._h11.our_state is not h11.DONE:
-            return False  # the response said "connection: close", or was cut short
-        drained = 0
-        while self._h11.their_state is h11.SEND_BODY:
-            if drained > _DRAIN_LIMIT:
-                return False
-            try:
-                with anyio.fail_after(self._limits.header_timeout):
-                    event = await self._next_event()
-            except (TimeoutError, _ConnectionGone, h11.RemoteProtocolError):
-                return False
-            if isinstance(event, h11.Data):
-                drained += len(event.data)
-        if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+    async def _finish_body(self) -> bool:
+        """Skips what is left of the request body (within limits); False if the connection
+        cannot serve another request."""
+        if self._body == _NO_BODY:
+            return True
+        if self._body_broken:
             return False
+        drained = 0
         try:
-            self._h11.start_next_cycle()
-        except h11.LocalProtocolError:
+            with anyio.fail_after(self._limits.header_timeout):
+                while self._body != _NO_BODY:
+                    if drained > _DRAIN_LIMIT:
+                        return False
+                    drained += len(await self._read_body())
+        except (TimeoutError, _ConnectionGone, _BadBody):
             return False
         return True
 
 
-def _head_size(request: h11.Request) -> int:
-    """The size of a request head as it was on the wire (give or take whitespace)."""
-    size = len(request.method) + len(request.target) + 12
-    for name, value in request.headers:
-        size += len(name) + len(value) + 4
-    return size
+class _Head:
+    __slots__ = ("expect_continue", "headers", "keep_alive", "method", "target", "version")
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        headers: RawHeaders,
+        version: str,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+
+
+# Response states.
+_IDLE = 0
+_BODY = 1
+_DONE = 2
+# Response body framing.
+_FRAME_CHUNKED = 0
+_FRAME_LENGTH = 1
+_FRAME_CLOSE = 2
+_FRAME_NONE = 3
 
 
 class H1ServerIO:
     """``ServerIO`` for one HTTP/1.1 request."""
 
-    __slots__ = ("_body_done", "_conn", "_continue", "_request", "_trailers", "state")
+    __slots__ = (
+        "_conn",
+        "_continue",
+        "_frame",
+        "_head",
+        "_left",
+        "_trailers",
+        "close",
+        "state",
+    )
 
-    def __init__(self, conn: H1Connection, request: h11.Request) -> None:
+    def __init__(self, conn: H1Connection, head: _Head) -> None:
         self._conn = conn
-        self._request = request
-        self._body_done = False
+        self._head = head
+        self._continue = head.expect_continue
         self._trailers = False
-        self._continue = conn._h11.they_are_waiting_for_100_continue
-        self.state = "idle"
+        self._frame = _FRAME_CHUNKED
+        self._left = 0
+        self.state = _IDLE
+        self.close = not head.keep_alive
+        """The connection ends after this response."""
+
+    # -- request body --------------------------------------------------------------------
 
     async def receive(self) -> bytes:
         conn = self._conn
         if self._continue:
             self._continue = False
-            if conn._h11.they_are_waiting_for_100_continue:
-                await conn._send(h11.InformationalResponse(status_code=100, headers=[]))
-        while not self._body_done:
-            try:
-                event = await conn._next_event()
-            except (_ConnectionGone, h11.RemoteProtocolError):
-                raise Disconnected from None
-            if isinstance(event, h11.Data):
-                if event.data:
-                    return bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._body_done = True
-        return b""
+            if not conn._body_seen and not conn._buf and self.state == _IDLE:
+                await conn._send(_CONTINUE)
+        try:
+            return await conn._read_body()
+        except (_ConnectionGone, _BadBody):
+            self.close = True
+            raise Disconnected from None
 
     async def wait_disconnect(self) -> None:
         conn = self._conn
@@ -264,41 +540,111 @@ class H1ServerIO:
             if buffered > conn._limits.max_header_bytes:
                 # A pipelining client sent plenty already; stop reading ahead.
                 await anyio.sleep_forever()
-            before = len(conn._h11.trailing_data[0])
-            await conn._read()
-            buffered += len(conn._h11.trailing_data[0]) - before
+            buffered += await conn._fill()
+
+    # -- response ------------------------------------------------------------------------
+
+    def _waiting_for_continue(self) -> bool:
+        conn = self._conn
+        return self._continue and not conn._body_seen and not conn._buf
 
     async def send_start(self, start: ResponseStart, body: bytes, end: bool) -> None:
-        headers: RawHeaders = list(start.headers)
+        conn = self._conn
+        status = start.status
+        whole = end and not start.trailers
         self._trailers = start.trailers
-        end_message = end and not start.trailers
-        if end_message and not any(k == b"content-length" for k, _ in headers):
-            headers.append((b"content-length", str(len(body)).encode()))
-        if self._conn._closing or self._conn._h11.they_are_waiting_for_100_continue:
-            # Shutting down; or answered without asking for the body the client holds
-            # back (Expect: 100-continue), which it may or may not send now: close.
-            headers.append((b"connection", b"close"))
-        events: list[h11.Event] = [
-            h11.Response(status_code=start.status, headers=headers, reason=_reason(start.status))
-        ]
-        if body:
-            events.append(h11.Data(data=body))
-        if end_message:
-            events.append(h11.EndOfMessage())
-        self.state = "done" if end_message else "body"
-        await self._conn._send(*events)
+        no_body = status < 200 or status in (204, 304) or self._head.method == "HEAD"
+        length: bytes | None = None
+        parts = [_status_line(status)]
+        lines = 0
+        for name, value in start.headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                continue  # the framing is ours to choose
+            elif name == b"connection" and b"close" in value.lower():
+                self.close = True
+            parts += (name, b": ", value, b"\r\n")
+            lines += 1
+        if no_body:
+            frame = _FRAME_NONE
+        elif length is not None:
+            frame = _FRAME_LENGTH
+            if _DIGITS.fullmatch(length) is None:
+                raise ValueError(f"invalid content-length {length!r}")
+            self._left = int(length)
+        elif whole:
+            frame = _FRAME_LENGTH
+            self._left = len(body)
+            parts.append(b"content-length: %d\r\n" % len(body))
+        elif self._head.version == "1.0":
+            frame = _FRAME_CLOSE
+            self.close = True
+        else:
+            frame = _FRAME_CHUNKED
+            parts.append(b"transfer-encoding: chunked\r\n")
+        self._frame = frame
+        if self._waiting_for_continue():
+            # Answered without asking for the body the client holds back (Expect:
+            # 100-continue), which it may or may not send now: close.
+            self.close = True
+        if conn._closing:
+            self.close = True
+        if self.close:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        fields = head[len(parts[0]) : -2]
+        if _RESPONSE_FIELDS.fullmatch(fields) is None:
+            raise ValueError("invalid response header field")
+        self.state = _BODY
+        data = self._frame_body(body, whole)
+        if whole:
+            self._finish()
+        await conn._send(head + data if data else head)
+
+    def _frame_body(self, body: bytes, end: bool) -> bytes:
+        frame = self._frame
+        if frame == _FRAME_CHUNKED:
+            data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            if end and not self._trailers:
+                data += b"0\r\n\r\n"
+            return data
+        if frame == _FRAME_LENGTH:
+            self._left -= len(body)
+            if self._left < 0:
+                raise ValueError("response body longer than its content-length")
+            if end and self._left:
+                self.close = True  # shorter than announced: the connection cannot go on
+                raise ValueError("response body shorter than its content-length")
+            return body
+        if frame == _FRAME_CLOSE:
+            return body
+        return b""
+
+    def _finish(self) -> None:
+        self.state = _DONE
 
     async def send_body(self, body: bytes, end: bool) -> None:
-        events: list[h11.Event] = []
-        if body:
-            events.append(h11.Data(data=body))
-        if end and not self._trailers:
-            events.append(h11.EndOfMessage())
-            self.state = "done"
-        if events:
-            await self._conn._send(*events)
+        if self.state != _BODY:
+            raise RuntimeError("send_body before send_start, or after the response ended")
+        last = end and not self._trailers
+        data = self._frame_body(body, last)
+        if last:
+            self._finish()
+        if data:
+            await self._conn._send(data)
+        if not end:
+            # A stream of sends that the kernel takes at once would never yield.
+            await anyio.lowlevel.checkpoint()
 
     async def send_trailers(self, trailers: RawHeaders) -> None:
-        # Only reached by plain ASGI apps: h11 sends them in the last chunk.
-        self.state = "done"
-        await self._conn._send(h11.EndOfMessage(headers=trailers))
+        # Only reached by plain ASGI apps: trailers go in the last chunk.
+        if self.state != _BODY:
+            raise RuntimeError("send_trailers before send_start, or after the response ended")
+        self._finish()
+        if self._frame == _FRAME_CHUNKED:
+            fields = b"".join(name + b": " + value + b"\r\n" for name, value in trailers)
+            if _RESPONSE_FIELDS.fullmatch(fields) is None:
+                raise ValueError("invalid trailer field")
+            await self._conn._send(b"0\r\n" + fields + b"\r\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import anyio
@@ -50,6 +51,9 @@ class H2ServerConnection:
         self._task_group: TaskGroup | None = None
         self._active = 0
         self._shutdown = anyio.Event()
+        self.deadline = math.inf
+        """When the connection, idle since, is closed (``expire``); infinite while a stream
+        is open."""
 
     @property
     def busy(self) -> bool:
@@ -60,6 +64,11 @@ class H2ServerConnection:
         # An event, not start_soon: the task group may not be running yet, or be closing
         # (trio then refuses new tasks: "Nursery is closed to new arrivals").
         self._shutdown.set()
+
+    def expire(self) -> None:
+        """Called past ``deadline``: idle for ``idle_timeout``; GOAWAY, then close."""
+        if not self.busy:
+            self._shutdown.set()
 
     async def _goaway_on_shutdown(self) -> None:
         await self._shutdown.wait()
@@ -72,29 +81,16 @@ class H2ServerConnection:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             await conn.start()
-            tg.start_soon(self._watch_idle)
+            self.deadline = anyio.current_time() + self._limits.idle_timeout
             tg.start_soon(self._goaway_on_shutdown)
             await conn.serve(initial)
             # The connection is gone: every stream still running is cancelled.
             tg.cancel_scope.cancel()
 
-    async def _watch_idle(self) -> None:
-        """Closes a connection that has had no stream for ``idle_timeout``."""
-        timeout = self._limits.idle_timeout
-        idle_since = anyio.current_time()
-        while True:
-            await anyio.sleep(max(timeout / 4, 0.01))
-            now = anyio.current_time()
-            if self.busy:
-                idle_since = now
-            elif now - idle_since >= timeout:
-                await self._conn.send_goaway()
-                await self._conn.aclose()
-                return
-
     def _on_request(self, stream: H2Stream) -> None:
         assert self._task_group is not None
         self._active += 1
+        self.deadline = math.inf
         self._task_group.start_soon(self._handle, stream)
 
     async def _handle(self, stream: H2Stream) -> None:
@@ -132,9 +128,11 @@ class H2ServerConnection:
         finally:
             conn.forget(stream)
             self._active -= 1
-            if self._active == 0 and conn.goaway_sent:
-                with anyio.CancelScope(shield=True):
-                    await conn.aclose()
+            if self._active == 0:
+                self.deadline = anyio.current_time() + self._limits.idle_timeout
+                if conn.goaway_sent:
+                    with anyio.CancelScope(shield=True):
+                        await conn.aclose()
 
 
 class H2ServerIO:
