@@ -24,12 +24,13 @@ DRAIN_MAX_BYTES = 4 << 20
 """Unread request body an ASGI call discards after answering early (see ``drain``)."""
 DRAIN_SECONDS = 1.0
 """How long it waits for that body to end."""
-SEND_GRACE_SECONDS = 10.0
-"""How long one ASGI ``send`` may block once the call has been cancelled."""
 
 
 class ASGIServerIO:
     """One HTTP request seen through ASGI's receive and send callables."""
+
+    shield_sends = True
+    """Sends must not be abandoned halfway (see ``_send``)."""
 
     __slots__ = (
         "_asgi_receive",
@@ -56,18 +57,14 @@ class ASGIServerIO:
             self._receiving = False
 
     async def _send(self, message: Message) -> None:
+        # Never cancelled halfway by our own deadline or disconnect watch: a server may
+        # have encoded the message (HTTP/2 HPACK state included) before it writes it,
+        # and a send abandoned in between corrupts the connection for every stream on
+        # it (hypercorn's trio worker: COMPRESSION_ERROR). The call runner sees to that
+        # (``shield_sends``): it sends the end of a response where nothing of ours can
+        # cancel it, and the messages of a stream shielded, for a grace period.
         try:
-            # Not cancelled halfway by our own deadline or disconnect watch: a server may
-            # have encoded the message (HTTP/2 HPACK state included) before it writes it,
-            # and a send abandoned in between corrupts the connection for every stream on
-            # it (hypercorn's trio worker: COMPRESSION_ERROR). A send stuck for
-            # SEND_GRACE_SECONDS is abandoned anyway.
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + SEND_GRACE_SECONDS
-                await self._asgi_send(message)
-            if scope.cancelled_caught:
-                self._disconnected = True
-                raise Disconnected
+            await self._asgi_send(message)
         except OSError:
             # The ASGI spec: ``send`` on a closed connection raises an OSError subclass
             # (hypercorn lets its own TLS close errors out this way too). The client is
@@ -122,9 +119,13 @@ class ASGIServerIO:
             return
         while True:
             message = await self._receive()
-            if message["type"] == "http.disconnect":
+            kind = message["type"]
+            if kind == "http.disconnect":
                 self._disconnected = True
                 return
+            if kind == "http.request" and not message.get("more_body", False):
+                # What is left of a body the handler did not read: discarded.
+                self._body_done = True
 
     async def send_start(self, start: p.ResponseStart, body: bytes, end: bool) -> None:
         self._trailers = start.trailers

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+import types
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -227,6 +228,10 @@ def _as_connect_error(exc: Exception, route: Route) -> ConnectError:
     return internal_error(exc)
 
 
+SEND_GRACE_SECONDS = 10.0
+"""How long a send in flight may still take once the call has been cancelled (see ``_Call``)."""
+
+
 class _RequestStream:
     """The request messages of a streaming call, as the handler iterates them.
 
@@ -235,10 +240,10 @@ class _RequestStream:
     one message; after the body it keeps watching for the client going away.
     """
 
-    def __init__(self, call: p.ServerCall, io: ServerIO, on_disconnect: anyio.CancelScope) -> None:
+    def __init__(self, call: p.ServerCall, io: ServerIO, run: _Call) -> None:
         self._call = call
         self._io = io
-        self._on_disconnect = on_disconnect
+        self._run = run
         send, receive = anyio.create_memory_object_stream[Any](1)
         self._send = send
         self._receive = receive
@@ -262,14 +267,14 @@ class _RequestStream:
                     self.error = e
                     return
         except Disconnected:
-            self._on_disconnect.cancel()
+            self._run.client_gone()
             return
         except anyio.BrokenResourceError:
             # The handler stopped reading requests; keep watching the client.
             pass
         with contextlib.suppress(Disconnected):
             await io.wait_disconnect()
-        self._on_disconnect.cancel()
+        self._run.client_gone()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -308,10 +313,39 @@ async def _read_single(call: p.ServerCall, io: ServerIO) -> Any:
     return p.require_single(messages, what="unary request", code=Code.UNIMPLEMENTED)
 
 
-async def _watch(io: ServerIO, scope: anyio.CancelScope) -> None:
-    with contextlib.suppress(Disconnected):
-        await io.wait_disconnect()
-    scope.cancel()
+@types.coroutine
+def _drive(awaitable: Any, on_suspend: Callable[[], None]) -> Generator[Any, Any, Any]:
+    """Awaits ``awaitable`` like ``await`` does, calling ``on_suspend`` when it first suspends.
+
+    A call whose handler (and sends) finish without ever waiting cannot be cancelled
+    by anything, so it needs no task watching for the client leaving: the watcher
+    starts only once there is something to cancel. The awaitable runs in the
+    caller's task, as with ``await``; values and exceptions (cancellation included)
+    pass through both ways unchanged.
+    """
+    it = awaitable.__await__()
+    send, throw = it.send, it.throw
+    try:
+        signal = send(None)
+    except StopIteration as e:
+        return e.value
+    on_suspend()
+    while True:
+        try:
+            value = yield signal
+        except GeneratorExit:
+            it.close()
+            raise
+        except BaseException as exc:
+            try:
+                signal = throw(exc)
+            except StopIteration as e:
+                return e.value
+        else:
+            try:
+                signal = send(value)
+            except StopIteration as e:
+                return e.value
 
 
 async def _send_whole(io: ServerIO, response: p.WholeResponse) -> None:
@@ -325,6 +359,207 @@ async def _send_whole(io: ServerIO, response: p.WholeResponse) -> None:
         await io.send_trailers(response.trailers)
 
 
+def _deadline_error() -> ConnectError:
+    return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
+
+
+class _Call:
+    """One call from its request body to the last byte of its response.
+
+    Everything that can end a call early cancels one scope, the call's task group:
+    its deadline, and the client going away (seen by a watcher task, or by the
+    request pump of a request stream). The watcher of a call with a single request
+    starts only when the handler (or a send) first waits (``_drive``).
+
+    The last part of every response (a whole response, the end of a stream) is sent
+    after that scope, where nothing of ours can cancel it. Messages of a response
+    stream are sent inside it: a transport that must never see a send abandoned
+    halfway (ASGI, ``shield_sends``) gets them inside a scope that is shielded while
+    a send is in flight, for at most SEND_GRACE_SECONDS after the cancellation.
+    """
+
+    __slots__ = (
+        "call",
+        "ctx",
+        "deadline",
+        "gone",
+        "io",
+        "route",
+        "scope",
+        "shield",
+        "started",
+        "tg",
+        "watching",
+    )
+
+    def __init__(
+        self,
+        route: Route,
+        call: p.ServerCall,
+        io: ServerIO,
+        ctx: RequestContext[Any, Any],
+        deadline: float,
+    ) -> None:
+        self.route = route
+        self.call = call
+        self.io = io
+        self.ctx = ctx
+        self.deadline = deadline
+        self.gone = False
+        self.watching = False
+        self.tg: TaskGroup | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.shield: anyio.CancelScope | None = None
+        self.started = False
+
+    def start_watching(self) -> None:
+        if not self.watching:
+            self.watching = True
+            assert self.tg is not None
+            self.tg.start_soon(self._watch)
+
+    async def _watch(self) -> None:
+        with contextlib.suppress(Disconnected):
+            await self.io.wait_disconnect()
+        self.client_gone()
+
+    def client_gone(self) -> None:
+        """The client left: cancel the call (a send in flight gets its grace period)."""
+        self.gone = True
+        shield = self.shield
+        if shield is not None:
+            grace = anyio.current_time() + SEND_GRACE_SECONDS
+            if grace < shield.deadline:
+                shield.deadline = grace
+        assert self.scope is not None
+        self.scope.cancel()
+
+    def _start_pump(self, tg: TaskGroup) -> _RequestStream:
+        requests = _RequestStream(self.call, self.io, self)
+        self.watching = True
+        tg.start_soon(requests.pump)
+        return requests
+
+    async def run_single_response(self) -> None:
+        """Unary and client-streaming calls."""
+        route, call, ctx = self.route, self.call, self.ctx
+        result: Any = None
+        error: ConnectError | None = None
+        finished = False
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            self.scope = scope = tg.cancel_scope
+            if self.deadline != math.inf:
+                scope.deadline = self.deadline
+            try:
+                if route.stream_type is StreamType.UNARY:
+                    request = await _read_single(call, self.io)
+                    result = await _drive(route.call(request, ctx), self.start_watching)
+                else:
+                    requests = self._start_pump(tg)
+                    try:
+                        result = await route.call(requests, ctx)
+                    finally:
+                        requests.close()
+            except Disconnected:
+                self.gone = True
+            except Exception as e:
+                error = _as_connect_error(e, route)
+            finished = True
+            if self.watching:
+                scope.cancel()
+        if self.gone:
+            return
+        if not finished:
+            error = _deadline_error()
+        response = call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)
+        await _send_whole(self.io, response)
+
+    async def run_streaming_response(self) -> None:
+        """Server-streaming and bidirectional calls."""
+        route, call, io, ctx = self.route, self.call, self.io, self.ctx
+        error: ConnectError | None = None
+        finished = False
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            self.scope = scope = tg.cancel_scope
+            if self.deadline != math.inf:
+                scope.deadline = self.deadline
+            try:
+                if route.stream_type.streams_requests:
+                    request: Any = self._start_pump(tg)
+                else:
+                    request = await _read_single(call, io)
+                if getattr(io, "shield_sends", False):
+                    with anyio.CancelScope() as shield:
+                        if self.deadline != math.inf:
+                            shield.deadline = self.deadline + SEND_GRACE_SECONDS
+                        self.shield = shield
+                        try:
+                            await _drive(self._stream(request, shield), self.start_watching)
+                        finally:
+                            self.shield = None
+                    if shield.cancelled_caught:
+                        # A send outlived its grace period: the response cannot go on.
+                        self.gone = True
+                else:
+                    await _drive(self._stream(request, None), self.start_watching)
+            except Disconnected:
+                self.gone = True
+            except Exception as e:
+                error = _as_connect_error(e, route)
+            finished = True
+            if self.watching:
+                scope.cancel()
+        if self.gone:
+            return
+        if not finished:
+            error = _deadline_error()
+        trailers = ctx._response_trailers
+        if not self.started:
+            await _send_whole(io, call.whole_response(None, error, ctx._response_headers, trailers))
+            return
+        tail, http_trailers = call.end_stream(error, trailers)
+        await io.send_body(tail, True)
+        if http_trailers is not None:
+            await io.send_trailers(http_trailers)
+
+    async def _stream(self, request: Any, shield: anyio.CancelScope | None) -> None:
+        """Runs the handler, sending each message it yields."""
+        responses = self.route.call(request, self.ctx)
+        try:
+            async for message in responses:
+                data = self.call.encode_message(message)
+                if shield is None:
+                    await self._send_message(data)
+                    continue
+                if self.gone or (
+                    self.deadline != math.inf and anyio.current_time() >= self.deadline
+                ):
+                    # Cancelled already: this send, too, gets its whole grace period.
+                    shield.deadline = anyio.current_time() + SEND_GRACE_SECONDS
+                shield.shield = True
+                try:
+                    await self._send_message(data)
+                finally:
+                    shield.shield = False
+        finally:
+            try:
+                aclose = getattr(responses, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                _close_requests(request)
+
+    async def _send_message(self, data: bytes) -> None:
+        if self.started:
+            await self.io.send_body(data, False)
+        else:
+            start = self.call.start_stream(self.ctx._response_headers)
+            self.started = True
+            await self.io.send_start(start, data, False)
+
+
 async def run_call(
     route: Route, call: p.ServerCall, io: ServerIO, ctx: RequestContext[Any, Any]
 ) -> None:
@@ -335,107 +570,14 @@ async def run_call(
     deadline = math.inf
     if call.timeout_ms is not None:
         deadline = anyio.current_time() + call.timeout_ms / 1000.0
-    stream_type = route.stream_type
-    async with anyio.create_task_group() as tg:
-        # Cancelled when the client disconnects: nothing is sent after that.
-        try:
-            if stream_type.streams_responses:
-                await _run_streaming_response(route, call, io, ctx, tg, deadline)
-            else:
-                await _run_single_response(route, call, io, ctx, tg, deadline)
-        except Disconnected:
-            pass
-        finally:
-            tg.cancel_scope.cancel()
-
-
-async def _prepare_request(route: Route, call: p.ServerCall, io: ServerIO, tg: TaskGroup) -> Any:
-    """The handler's request argument: a message, or the request stream (pump started)."""
-    if route.stream_type.streams_requests:
-        requests = _RequestStream(call, io, tg.cancel_scope)
-        tg.start_soon(requests.pump)
-        return requests
-    request = await _read_single(call, io)
-    tg.start_soon(_watch, io, tg.cancel_scope)
-    return request
-
-
-def _deadline_error() -> ConnectError:
-    return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
-
-
-async def _run_single_response(
-    route: Route,
-    call: p.ServerCall,
-    io: ServerIO,
-    ctx: RequestContext[Any, Any],
-    tg: TaskGroup,
-    deadline: float,
-) -> None:
-    result: Any = None
-    error: ConnectError | None = None
-    with anyio.CancelScope(deadline=deadline) as scope:
-        try:
-            request = await _prepare_request(route, call, io, tg)
-            try:
-                result = await route.call(request, ctx)
-            finally:
-                _close_requests(request)
-        except Disconnected:
-            raise
-        except Exception as e:
-            error = _as_connect_error(e, route)
-    if scope.cancelled_caught:
-        error = _deadline_error()
-    await _send_whole(
-        io, call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)
-    )
-
-
-async def _run_streaming_response(
-    route: Route,
-    call: p.ServerCall,
-    io: ServerIO,
-    ctx: RequestContext[Any, Any],
-    tg: TaskGroup,
-    deadline: float,
-) -> None:
-    started = False
-    error: ConnectError | None = None
-    with anyio.CancelScope(deadline=deadline) as scope:
-        try:
-            request = await _prepare_request(route, call, io, tg)
-            responses = route.call(request, ctx)
-            try:
-                async for message in responses:
-                    data = call.encode_message(message)
-                    if started:
-                        await io.send_body(data, False)
-                    else:
-                        start = call.start_stream(ctx._response_headers)
-                        started = True
-                        await io.send_start(start, data, False)
-            finally:
-                try:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-                finally:
-                    _close_requests(request)
-        except Disconnected:
-            raise
-        except Exception as e:
-            error = _as_connect_error(e, route)
-    if scope.cancelled_caught:
-        error = _deadline_error()
-    trailers = ctx._response_trailers
-    if not started:
-        await _send_whole(io, call.whole_response(None, error, ctx._response_headers, trailers))
-        return
-    tail, http_trailers = call.end_stream(error, trailers)
-    await io.send_body(tail, True)
-    if http_trailers is not None:
-        await io.send_trailers(http_trailers)
+    run = _Call(route, call, io, ctx, deadline)
+    try:
+        if route.stream_type.streams_responses:
+            await run.run_streaming_response()
+        else:
+            await run.run_single_response()
+    except Disconnected:
+        pass
 
 
 class Router:
