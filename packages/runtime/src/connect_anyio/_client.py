@@ -6,11 +6,10 @@ Nothing here knows which protocol is in use; it asks the protocol object
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -21,7 +20,7 @@ from anyio.abc import TaskGroup
 from . import _protocol as p
 from . import _protocol_connect as connect
 from . import _protocol_grpc as grpc
-from ._response_metadata import record_headers, record_trailers
+from ._response_metadata import record_both, record_headers, record_trailers
 from ._transport import Origin, Response, map_errors
 from ._transport._http_client import HTTPClient
 from .code import Code
@@ -34,6 +33,7 @@ from .request import Headers, RequestContext
 
 REQ = TypeVar("REQ")
 RES = TypeVar("RES")
+T = TypeVar("T")
 
 _BUILTIN: dict[str, Callable[[], Compression]] = {
     "gzip": GzipCompression,
@@ -68,8 +68,7 @@ def deadline_error() -> ConnectError:
     return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
 
 
-@contextlib.contextmanager
-def attribute_deadline(deadline: float) -> Iterator[None]:
+def deadline_passed(e: ConnectError, deadline: float) -> bool:
     """A transport failure with ``canceled`` once the deadline has passed is the deadline.
 
     The server enforces the deadline we sent too, and may reset the stream (HTTP/2
@@ -77,12 +76,7 @@ def attribute_deadline(deadline: float) -> Iterator[None]:
     deadline is past, that reset is the deadline expiring, as connect-go and gRPC
     report it.
     """
-    try:
-        yield
-    except ConnectError as e:
-        if e.code is Code.CANCELED and anyio.current_time() >= deadline:
-            raise deadline_error() from e
-        raise
+    return e.code is Code.CANCELED and anyio.current_time() >= deadline
 
 
 @dataclass(slots=True)
@@ -132,6 +126,21 @@ class ClientCore:
         self.owns_http = http_client is None
         self.http = http_client or HTTPClient()
         self.needs_http2 = protocol is ProtocolType.GRPC
+        self.authority = self.origin.authority()
+        # What every call of this client passes to its protocol object.
+        self._call_factory: Callable[..., p.ClientCall] = connect.client_call
+        if protocol is not ProtocolType.CONNECT:
+            self._call_factory = functools.partial(
+                grpc.client_call, web=protocol is ProtocolType.GRPC_WEB
+            )
+        self._call_options: dict[str, Any] = {
+            "codec": self.codec,
+            "path_prefix": self.path_prefix,
+            "send_compression": self.send_compression,
+            "accept": self.accept,
+            "read_max_bytes": self.read_max_bytes,
+            "compress_min_bytes": self.compress_min_bytes,
+        }
 
     def new_context(
         self,
@@ -145,27 +154,17 @@ class ClientCore:
             http_method=http_method,
             request_headers=Headers(headers) if headers is not None else Headers(),
             timeout_ms=timeout_ms if timeout_ms is not None else self.timeout_ms,
-            server_address=self.origin.authority(),
+            server_address=self.authority,
         )
         return ctx
 
     def new_call(self, ctx: RequestContext[Any, Any], *, stream: bool) -> p.ClientCall:
-        factory: Callable[..., p.ClientCall] = connect.client_call
-        if self.protocol is not ProtocolType.CONNECT:
-            factory = functools.partial(
-                grpc.client_call, web=self.protocol is ProtocolType.GRPC_WEB
-            )
-        return factory(
+        return self._call_factory(
             stream=stream,
             method=ctx.method(),
-            codec=self.codec,
-            path_prefix=self.path_prefix,
             headers=ctx.request_headers(),
             timeout_ms=ctx.timeout_ms(),
-            send_compression=self.send_compression,
-            accept=self.accept,
-            read_max_bytes=self.read_max_bytes,
-            compress_min_bytes=self.compress_min_bytes,
+            **self._call_options,
         )
 
     @staticmethod
@@ -177,23 +176,34 @@ class ClientCore:
 
     async def unary(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         call = self.new_call(ctx, stream=False)
-        http_request = call.unary_request(request, ctx.http_method() == "GET")
-        messages: list[Any] = []
-        deadline = self.deadline(ctx)
-        with anyio.CancelScope(deadline=deadline) as scope:
-            try:
-                with attribute_deadline(deadline):
-                    status, headers, body, trailers = await self.http.unary(
-                        self.origin, http_request, self.needs_http2
-                    )
-                call.on_response_start(status, headers)
-                messages = call.feed(body)
-                messages += call.finish(trailers)
-            finally:
-                record_headers(call.response_headers, ctx)
-                record_trailers(call.response_trailers, ctx)
-        if scope.cancelled_caught:
-            raise deadline_error()
+        http_request = call.unary_request(request, ctx._http_method == "GET")
+        remaining = ctx.timeout_ms()
+        try:
+            if remaining is None:
+                # No deadline: no cancel scope to pay for.
+                status, headers, body, trailers = await self.http.unary(
+                    self.origin, http_request, self.needs_http2
+                )
+            else:
+                deadline = anyio.current_time() + remaining / 1000.0
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    try:
+                        status, headers, body, trailers = await self.http.unary(
+                            self.origin, http_request, self.needs_http2
+                        )
+                    except ConnectError as e:
+                        if deadline_passed(e, deadline):
+                            raise deadline_error() from e
+                        raise
+                if scope.cancelled_caught:
+                    raise deadline_error()
+            call.on_response_start(status, headers)
+            messages = call.feed(body)
+            messages += call.finish(trailers)
+        finally:
+            record_both(call.response_headers, call.response_trailers, ctx)
+        if len(messages) == 1:
+            return messages[0]
         return p.require_single(messages, what="unary response", code=Code.UNIMPLEMENTED)
 
     def stream(
@@ -285,10 +295,9 @@ class StreamCall(Generic[REQ, RES]):
         if self._state is not None and core.http.full_duplex(core.origin, core.needs_http2):
             pump = self._state.task_group
         try:
-            with self._scope() as scope, attribute_deadline(self._deadline):
-                response = await core.http.open(core.origin, request, body, pump, core.needs_http2)
-            if scope.cancelled_caught:
-                raise deadline_error()
+            response = await self._within_deadline(
+                core.http.open(core.origin, request, body, pump, core.needs_http2)
+            )
             self._response = response
             call.on_response_start(response.status, response.headers)
         except BaseException:
@@ -299,8 +308,20 @@ class StreamCall(Generic[REQ, RES]):
             if self._state is not None:
                 self._state.started.set()
 
-    def _scope(self) -> anyio.CancelScope:
-        return anyio.CancelScope(deadline=self._deadline)
+    async def _within_deadline(self, step: Awaitable[T]) -> T:
+        """Awaits ``step`` under the call's deadline (no cancel scope without one)."""
+        deadline = self._deadline
+        if deadline == math.inf:
+            return await step
+        with anyio.CancelScope(deadline=deadline):
+            try:
+                return await step
+            except ConnectError as e:
+                if deadline_passed(e, deadline):
+                    raise deadline_error() from e
+                raise
+        # Only the deadline ends the block without a result.
+        raise deadline_error()
 
     def __aiter__(self) -> StreamCall[REQ, RES]:
         return self
@@ -319,10 +340,10 @@ class StreamCall(Generic[REQ, RES]):
             while not self._pending:
                 if self._done:
                     raise StopAsyncIteration
-                with self._scope() as scope, attribute_deadline(self._deadline):
+                if self._deadline == math.inf:
                     chunk = await response.receive()
-                if scope.cancelled_caught:
-                    raise deadline_error()
+                else:
+                    chunk = await self._within_deadline(response.receive())
                 if chunk:
                     self._pending.extend(call.feed(chunk))
                 else:

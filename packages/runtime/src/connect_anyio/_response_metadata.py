@@ -73,3 +73,13 @@ def record_trailers(trailers: Headers, ctx: RequestContext[Any, Any]) -> None:
     meta = _current.get()
     if meta is not None:
         meta._trailers = trailers
+
+
+def record_both(headers: Headers, trailers: Headers, ctx: RequestContext[Any, Any]) -> None:
+    """A unary client call ended: ``record_headers`` and ``record_trailers`` at once."""
+    ctx._response_headers = headers
+    ctx._response_trailers = trailers
+    meta = _current.get()
+    if meta is not None:
+        meta._headers = headers
+        meta._trailers = trailers

@@ -7,11 +7,11 @@ become ``ConnectError`` here, once.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -125,17 +125,38 @@ _NETWORK_ERRORS = (
 )
 
 
-@contextlib.contextmanager
-def map_errors() -> Iterator[None]:
+class _MapErrors:
+    """Network failures -> ``unavailable``; the caller's own exceptions pass through unchanged.
+
+    A class rather than ``@contextmanager``: it is entered several times per call, and
+    a generator-based context manager costs a generator and two frames each time.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, _UserError):
+            raise exc.exc from None
+        if isinstance(exc, _NETWORK_ERRORS) and not isinstance(exc, ConnectError):
+            raise ConnectError(Code.UNAVAILABLE, describe(exc)) from exc
+
+
+_MAP_ERRORS = _MapErrors()
+
+
+def map_errors() -> _MapErrors:
     """Network failures -> ``unavailable``; the caller's own exceptions pass through unchanged."""
-    try:
-        yield
-    except _UserError as e:
-        raise e.exc from None
-    except ConnectError:
-        raise
-    except _NETWORK_ERRORS as e:
-        raise ConnectError(Code.UNAVAILABLE, describe(e)) from e
+    return _MAP_ERRORS
 
 
 def describe(e: BaseException) -> str:

@@ -24,6 +24,7 @@ import math
 import re
 import select
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any
@@ -410,7 +411,7 @@ class HTTP1Transport:
     async def _acquire(self, origin: Origin) -> _Connection:
         woken = False
         while True:
-            now = anyio.current_time()
+            now = time.monotonic()
             if now >= self._next_prune:
                 await self._prune(now)
             idle = self._idle.get(origin)
@@ -494,7 +495,7 @@ class HTTP1Transport:
     async def release(self, conn: _Connection) -> None:
         """An exchange ended: an intact connection goes back to the pool, others close."""
         if conn.finished and conn in self._connections:
-            conn.expires = anyio.current_time() + self._expiry
+            conn.expires = time.monotonic() + self._expiry
             self._idle.setdefault(conn.origin, []).append(conn)
             self._wake()
         else:
