@@ -7,7 +7,11 @@ Reading needs no background task. Whoever waits for something on a stream
 reads the socket on behalf of everyone while no one else does ("reader
 election"); the others sleep on their own stream's event and are woken when a
 frame concerns them, or when the reader leaves and one of them must take over.
-A server runs one task that reads for the whole connection instead.
+The server reads in tasks of its own instead (``receive_bytes``, ``process``,
+with writes ``corked`` while it handles a batch; see ``_serve._h2``).
+
+Writes are serialized and shielded; on a stream that can take bytes without
+waiting (``send_nowait``) a write that needs no waiting also needs no lock.
 
 Memory stays bounded: a stream buffers at most its flow-control window, and
 window updates go out only as the application consumes data.
@@ -16,6 +20,7 @@ window updates go out only as the application consumes data.
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -273,10 +278,18 @@ class H2Connection:
             header_encoding=None,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # The server checks request headers itself (``request_header_error``): in one
+            # pass instead of h2's chain of generators, and a malformed request resets
+            # its stream (RFC 9113, 8.1.1) instead of failing the whole connection.
+            validate_inbound_headers=client,
         )
         self._h2 = _H2(config=config)
         self._streams: dict[int, H2Stream] = {}
-        self._write_lock = anyio.Lock()
+        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
+        self.corked = False
+        """While set, writes stay queued (the server's reader sets it while it handles a
+        batch of frames and the calls they complete, then writes once)."""
         self._reading = False
         self._waiters: dict[anyio.Event, None] = {}
         self._conn_waiters: list[anyio.Event] = []
@@ -401,22 +414,6 @@ class H2Connection:
 
     # -- server role -------------------------------------------------------------
 
-    async def serve(self, initial: bytes = b"") -> None:
-        """Reads the connection until it ends (server role: the one reader).
-
-        ``initial``: bytes read before this object existed. They are fed only once
-        this task is the reader: a handler started by a request in them must not
-        elect itself reader too (two tasks reading one socket).
-        """
-        self._reading = True
-        try:
-            if initial:
-                await self.feed(initial)
-            while self.error is None:
-                await self._read_once()
-        finally:
-            self._reading = False
-
     async def send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
         """Tells the peer to open no more streams; streams in flight finish."""
         if self.goaway_sent or self.error is not None:
@@ -474,8 +471,14 @@ class H2Connection:
             event.set()
 
     async def _read_once(self) -> None:
+        data = await self.receive_bytes()
+        if data:
+            await self.feed(data)
+
+    async def receive_bytes(self) -> bytes:
+        """The next bytes from the socket; ``b""`` (and the connection lost) at its end."""
         try:
-            data = await self._stream.receive(READ_SIZE)
+            return await self._stream.receive(READ_SIZE)
         except (
             anyio.EndOfStream,
             anyio.BrokenResourceError,
@@ -483,21 +486,27 @@ class H2Connection:
             OSError,
         ) as e:
             self._lost(f"connection closed: {_reason(e)}")
-            return
-        await self.feed(data)
+            return b""
 
     async def feed(self, data: bytes) -> None:
         """Processes bytes read from the socket (also those read before this object existed)."""
+        self.process(data)
+        if self.error is not None:
+            with contextlib.suppress(Exception):
+                await self._flush()
+            return
+        await self._flush()
+
+    def process(self, data: bytes) -> None:
+        """Processes bytes read from the socket without writing anything (``_flush`` writes
+        what it queued); a protocol error loses the connection."""
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             self._lost(f"HTTP/2 protocol error: {e}")
-            with contextlib.suppress(Exception):
-                await self._flush()
             return
         for event in events:
             self._dispatch(event)
-        await self._flush()
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, h2.events.DataReceived):
@@ -521,6 +530,10 @@ class H2Connection:
                     with contextlib.suppress(h2.exceptions.ProtocolError):
                         self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                     return
+                if request_header_error(event.headers) is not None:
+                    with contextlib.suppress(h2.exceptions.ProtocolError):
+                        self._h2.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+                    return
                 self._new_inbound(event.stream_id)
             stream = self._streams.get(event.stream_id)
             if stream is not None:
@@ -531,6 +544,9 @@ class H2Connection:
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
+                if not self.client and trailer_error(event.headers) is not None:
+                    self._reset_now(stream, ErrorCodes.PROTOCOL_ERROR)
+                    return
                 stream.trailers = list(event.headers)
                 stream._wake()
         elif isinstance(event, h2.events.StreamEnded):
@@ -618,12 +634,31 @@ class H2Connection:
 
     async def _flush(self) -> None:
         """Writes whatever h2 has queued, in order. Shielded: a half-written frame
-        would break the connection for every stream."""
-        if not self._h2._data_to_send:
+        would break the connection for every stream.
+
+        When no write is in progress and the stream can take bytes without waiting
+        (``send_nowait``, our server's plain sockets), this neither waits nor yields."""
+        if not self._h2._data_to_send or self.corked:
             return
+        send_nowait = self._send_nowait
+        data = b""
+        if send_nowait is not None and not self._write_lock.locked():
+            data = self._h2.data_to_send()
+            if self.error is not None and self._write_failed:
+                return
+            try:
+                sent = send_nowait(data)
+            except OSError as e:
+                self._write_failed = True
+                self._lost(f"connection closed while writing: {_reason(e)}")
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
-                data = self._h2.data_to_send()
+                # (what a fast write left over goes first: the lock was free until now)
+                data += self._h2.data_to_send()
                 if not data or (self.error is not None and self._write_failed):
                     return
                 try:
@@ -636,6 +671,11 @@ class H2Connection:
     _goaway_last_sent = 0
 
     async def _reset(self, stream: H2Stream, code: int) -> None:
+        self._reset_now(stream, code)
+        await self._flush()
+
+    def _reset_now(self, stream: H2Stream, code: int) -> None:
+        """Resets a stream (queues RST_STREAM; ``_flush`` sends it)."""
         self._streams.pop(stream.id, None)
         if stream.error is None:
             stream.error = StreamError(code, "stream reset")
@@ -651,7 +691,6 @@ class H2Connection:
                 self._h2.reset_stream(stream.id, error_code=code)
         stream._wake()
         self._capacity_changed()
-        await self._flush()
 
     def forget(self, stream: H2Stream) -> None:
         """Drops a finished stream from the bookkeeping."""
@@ -711,3 +750,65 @@ def strip_pseudo(headers: Iterable[tuple[bytes, bytes]]) -> tuple[dict[bytes, by
         else:
             regular.append((k, v))
     return pseudo, regular
+
+
+_H2_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+
+
+def request_header_error(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's header list is malformed (RFC 9113, 8.2 and 8.3.1), or None."""
+    pseudo: dict[bytes, bytes] = {}
+    regular = False
+    host: bytes | None = None
+    name_ok = _H2_NAME.fullmatch
+    bad_value = _BAD_VALUE.search
+    for name, value in headers:
+        if name[:1] == b":":
+            if regular:
+                return "pseudo-header field after a regular one"
+            if name not in _REQUEST_PSEUDO:
+                return f"unknown pseudo-header field {name!r}"
+            if name in pseudo:
+                return f"repeated pseudo-header field {name!r}"
+            pseudo[name] = value
+        else:
+            regular = True
+            if name_ok(name) is None:
+                return f"invalid field name {name!r}"
+            if name in _CONNECTION_SPECIFIC:
+                return f"connection-specific field {name!r}"
+            if name == b"te" and value != b"trailers":
+                return "te other than trailers"
+            if name == b"host":
+                host = value
+        if value and bad_value(value) is not None:
+            return f"invalid value for field {name!r}"
+    method = pseudo.get(b":method")
+    if not method:
+        return "no :method"
+    if method == b"CONNECT":
+        if not pseudo.get(b":authority") or b":scheme" in pseudo or b":path" in pseudo:
+            return "malformed CONNECT request"
+    elif not pseudo.get(b":scheme") or not pseudo.get(b":path"):
+        return "no :scheme or :path"
+    authority = pseudo.get(b":authority")
+    if host is not None and authority is not None and host != authority:
+        return "host differs from :authority"
+    return None
+
+
+def trailer_error(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a trailer section is malformed, or None."""
+    for name, value in headers:
+        if _H2_NAME.fullmatch(name) is None:
+            return f"invalid field name {name!r}"
+        if name in _CONNECTION_SPECIFIC:
+            return f"connection-specific field {name!r}"
+        if value and _BAD_VALUE.search(value) is not None:
+            return f"invalid value for field {name!r}"
+    return None

@@ -380,10 +380,16 @@ class RawH2:
     """An HTTP/2 client on the h2 library: it sends what the test says, and keeps every
     event it receives."""
 
-    def __init__(self, stream: ByteStream) -> None:
+    def __init__(self, stream: ByteStream, *, validate: bool = True) -> None:
         self.stream = stream
         self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                # validate=False: the test may send malformed headers on purpose.
+                validate_outbound_headers=validate,
+                normalize_outbound_headers=validate,
+            )
         )
         self.events: list[Any] = []
         self.closed = False
@@ -489,7 +495,7 @@ class RawH2:
 
 @asynccontextmanager
 async def raw_h2(
-    port: int, *, tls: ssl.SSLContext | None = None, start: bool = True
+    port: int, *, tls: ssl.SSLContext | None = None, start: bool = True, validate: bool = True
 ) -> AsyncIterator[RawH2]:
     stream: ByteStream = await anyio.connect_tcp("127.0.0.1", port)
     try:
@@ -498,7 +504,7 @@ async def raw_h2(
             stream = await TLSStream.wrap(
                 stream, hostname="127.0.0.1", ssl_context=tls, standard_compatible=False
             )
-        client = RawH2(stream)
+        client = RawH2(stream, validate=validate)
         if start:
             await client.start()
         yield client

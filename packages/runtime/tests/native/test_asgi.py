@@ -6,6 +6,7 @@ to ``serve()`` itself is served without the ASGI layer.
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -304,3 +305,63 @@ async def test_connect_app_passed_to_serve_takes_the_fast_path(
         response = await http.request("GET", f"http://127.0.0.1:{srv.port}/hello?name=again")
         assert response.content == b"hello again"
     assert events == ["starlette startup", "starlette shutdown"]
+
+
+_SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("_SEEN", default="fresh")
+
+
+async def context_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the context variable as it found it, then sets it (and never resets)."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    seen = _SEEN.get()
+    _SEEN.set("left behind by " + scope["path"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": seen.encode()})
+
+
+async def test_each_request_runs_in_a_context_of_its_own() -> None:
+    """Requests on one connection run in the connection's task while they do not wait; a
+    context variable one of them sets must not reach the next, as with a task per request."""
+    async with native(context_app) as srv:
+        async with raw_h1(srv.port) as conn:
+            # Three pipelined in one write, then one more.
+            await conn.send(b"".join(request_head("GET", f"/h1-{i}") for i in range(3)))
+            for _ in range(3):
+                conn.expect("GET")
+                assert (await conn.response()).body == b"fresh"
+            await conn.send(request_head("GET", "/h1-again"))
+            conn.expect("GET")
+            assert (await conn.response()).body == b"fresh"
+        async with raw_h2(srv.port) as client:
+            ids = [client.request(f"/h2-{i}", b"") for i in range(3)]
+            await client.flush()
+            for stream_id in ids:
+                await client.wait_ended(stream_id)
+                assert client.body(stream_id) == b"fresh"
+            again = client.request("/h2-again", b"")
+            await client.flush()
+            await client.wait_ended(again)
+            assert client.body(again) == b"fresh"
+    assert _SEEN.get() == "fresh"
+
+
+@pytest.mark.parametrize("how", ["returns", "raises"])
+async def test_asgi_app_without_lifespan_is_served(how: str) -> None:
+    """An app that does not do lifespan returns (or raises) at once, maybe before the
+    server has even asked it to start up: served all the same."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            if how == "raises":
+                raise RuntimeError("no lifespan here")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"served"})
+
+    async with native(app) as srv, raw_h1(srv.port) as conn:
+        await conn.send(request_head("GET", "/"))
+        conn.expect("GET")
+        assert (await conn.response()).body == b"served"

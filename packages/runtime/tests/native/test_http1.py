@@ -7,6 +7,7 @@ Requests are written by hand on a raw socket; h11 (as a client) reads the answer
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import h11
@@ -240,6 +241,25 @@ MALFORMED = {
     "host": (b"GET / HTTP/1.1\r\n\r\n", 400),
     # A transfer coding the server cannot decode: not implemented.
     "encoding": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    "encoding-after-chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        501,
+    ),
+    # Framing two readers could disagree on (request smuggling): refused.
+    "length-and-chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
+    "two-lengths": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        400,
+    ),
+    "chunked-in-http1.0": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    "bare-lf": (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    "obs-fold": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", 400),
+    "two-hosts": (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+    "nul-in-value": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
+    "http2-version": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
 }
 
 
@@ -309,3 +329,76 @@ async def test_endless_request_head_is_cut_off_at_the_limit() -> None:
             pass  # reset before the answer could be read: closed is fine too
         else:
             assert response.status == 431
+
+
+async def test_http10_request_is_answered_and_the_connection_closes() -> None:
+    async with native(gated_app(GatedEcho()), limits=LIMITS) as srv, raw_h1(srv.port) as conn:
+        body = json.dumps({"text": "old client"}).encode()
+        head = (
+            f"POST {ECHO} HTTP/1.0\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        await conn.send(head + body)
+        received = await conn.closed()
+        head_bytes, _, answer = received.partition(b"\r\n\r\n")
+        assert head_bytes.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"\r\nconnection: close" in head_bytes.lower()
+        assert json.loads(answer)["text"] == "old client"
+
+
+async def test_blank_lines_before_a_request_and_chunked_trailers_are_accepted() -> None:
+    async with native(gated_app(GatedEcho()), limits=LIMITS) as srv, raw_h1(srv.port) as conn:
+        body = json.dumps({"text": "trailed"}).encode()
+        head = request_head("POST", ECHO, [*JSON, ("Transfer-Encoding", "chunked")])
+        trailers = b"X-Checksum: abc\r\nX-Other: 1\r\n\r\n"
+        await conn.send(b"\r\n" + head + b"%x\r\n%s\r\n0\r\n" % (len(body), body) + trailers)
+        conn.expect()
+        response = await conn.response()
+        assert response.status == 200
+        assert response.json["text"] == "trailed"
+        await ask(conn, "and the next")
+
+
+async def test_head_request_gets_no_body_and_the_connection_goes_on() -> None:
+    async with native(gated_app(GatedEcho()), limits=LIMITS) as srv, raw_h1(srv.port) as conn:
+        await conn.send(request_head("HEAD", ECHO))
+        conn.expect("HEAD")
+        response = await conn.response()
+        assert response.status == 405
+        assert response.body == b""
+        await ask(conn, "after HEAD")
+
+
+async def _raw_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/no-content":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+    elif scope["path"] == "/injection":
+        headers = [(b"x-evil", b"a\r\nset-cookie: stolen=1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"never"})
+
+
+async def test_no_content_response_has_no_body_framing() -> None:
+    async with native(_raw_app) as srv, raw_h1(srv.port) as conn:
+        await conn.send(request_head("GET", "/no-content") * 2)
+        for _ in range(2):
+            conn.expect("GET")
+            response = await conn.response()
+            assert response.status == 204
+            assert b"content-length" not in response.headers
+            assert b"transfer-encoding" not in response.headers
+
+
+async def test_a_response_field_with_a_line_break_is_never_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with native(_raw_app) as srv, raw_h1(srv.port) as conn:
+        await conn.send(request_head("GET", "/injection"))
+        conn.expect("GET")
+        response = await conn.response()
+        assert response.status == 500
+        assert b"set-cookie" not in response.headers
+        assert b"x-evil" not in response.headers

@@ -320,3 +320,92 @@ async def test_a_whole_response_leaves_in_one_write(
     (write,) = [w for w in writes if any(isinstance(f, HeadersFrame) for f in w)]
     assert [type(f) for f in write if f.stream_id == stream_id] == [HeadersFrame, DataFrame]
     assert "END_STREAM" in write[-1].flags
+
+
+def _request_headers(path: bytes = ECHO.encode()) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1"),
+        (b":path", path),
+        (b"content-type", b"application/json"),
+    ]
+
+
+MALFORMED_HEADERS = {
+    "uppercase-name": [*_request_headers(), (b"X-Upper", b"v")],
+    "connection-specific": [*_request_headers(), (b"connection", b"keep-alive")],
+    "transfer-encoding": [*_request_headers(), (b"transfer-encoding", b"chunked")],
+    "te-not-trailers": [*_request_headers(), (b"te", b"gzip")],
+    "value-with-leading-space": [*_request_headers(), (b"x-v", b" v")],
+    "value-with-newline": [*_request_headers(), (b"x-v", b"a\nb")],
+    "pseudo-after-regular": [*_request_headers()[:3], (b"content-type", b"x"), (b":path", b"/")],
+    "unknown-pseudo": [
+        *_request_headers()[:4],
+        (b":protocol", b"websocket"),
+        (b"content-type", b"application/json"),
+    ],
+    "repeated-pseudo": [(b":method", b"POST"), *_request_headers()],
+    "no-path": [h for h in _request_headers() if h[0] != b":path"],
+    "no-method": [h for h in _request_headers() if h[0] != b":method"],
+    "host-differs": [*_request_headers(), (b"host", b"elsewhere.example")],
+}
+
+
+@pytest.mark.parametrize("headers", MALFORMED_HEADERS.values(), ids=MALFORMED_HEADERS.keys())
+async def test_malformed_request_headers_reset_only_that_stream(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """RFC 9113 8.1.1: a malformed request is a stream error (PROTOCOL_ERROR); the
+    connection and its other streams go on."""
+    service = GatedEcho()
+    async with native(gated_app(service)) as srv, raw_h2(srv.port, validate=False) as client:
+        bad = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(bad, headers, end_stream=True)
+        good = client.request(ECHO, body("after"))
+        await client.flush()
+        reset = await client.wait_for(is_reset(bad))
+        assert reset.error_code == ErrorCodes.PROTOCOL_ERROR
+        assert not client.of(bad, h2.events.ResponseReceived)
+        await answered(client, good, "after")
+        assert service.calls == 1  # the malformed one never reached a handler
+
+
+async def test_malformed_request_trailers_reset_the_stream() -> None:
+    service = GatedEcho()
+    async with native(gated_app(service)) as srv, raw_h2(srv.port, validate=False) as client:
+        stream_id = client.request(ECHO, body("with trailers"), end=False)
+        client.h2.send_headers(stream_id, [(b"X-Bad-Trailer", b"v")], end_stream=True)
+        await client.flush()
+        reset = await client.wait_for(is_reset(stream_id))
+        assert reset.error_code == ErrorCodes.PROTOCOL_ERROR
+        good = client.request(ECHO, body("next"))
+        await client.flush()
+        await answered(client, good, "next")
+
+
+async def test_a_waiting_call_does_not_hold_up_the_calls_read_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls that arrive in one read run in the reading task while they do not wait; the
+    first one here waits, and the two after it are answered meanwhile."""
+    tracked = track_connections(monkeypatch)
+    service = GatedEcho()
+    obs = service.observations
+    async with native(gated_app(service)) as srv, raw_h2(srv.port) as client:
+        blocked = client.request(ECHO, body("blocked", "blocked", block=True))
+        quick = [client.request(ECHO, body(f"quick {i}")) for i in range(2)]
+        await client.flush()  # one write: the server reads all three at once
+        with anyio.fail_after(WAIT):
+            await obs.started["blocked"].wait()
+        for i, stream_id in enumerate(quick):
+            await answered(client, stream_id, f"quick {i}")
+        assert not client.of(blocked, h2.events.ResponseReceived)
+        # The connection still reads: a later call is answered too, the first still waits.
+        later = client.request(ECHO, body("later"))
+        await client.flush()
+        await answered(client, later, "later")
+        service.release("blocked")
+        await answered(client, blocked, "blocked")
+        (conn,) = tracked.h2
+        await wait_until(lambda: conn._conn.open_streams == 0 and not conn.busy)

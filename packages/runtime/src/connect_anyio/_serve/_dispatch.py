@@ -250,11 +250,13 @@ class _ASGILifespan:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
-        await self._to_app_send.send({"type": "lifespan.startup"})
         try:
+            await self._to_app_send.send({"type": "lifespan.startup"})
             reply = await self._from_app.receive()
-        except anyio.EndOfStream:
-            return  # the app does not do lifespan
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            # The app does not do lifespan: it returned (or raised) without an answer,
+            # maybe before it was even asked.
+            return
         if reply["type"] == "lifespan.startup.failed":
             await self.close()
             raise RuntimeError(f"ASGI lifespan startup failed: {reply.get('message', '')}")

@@ -20,11 +20,13 @@ import re
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ByteStream
 
 from .._protocol import RawHeaders, ResponseStart
 from .._server_core import Disconnected
 from ._dispatch import Dispatcher, Request
+from ._inline import drive
 
 if TYPE_CHECKING:
     from . import ServerLimits
@@ -435,7 +437,7 @@ class H1Connection:
             server=self._server,
         )
         try:
-            await self._dispatcher.handle(request, io, trailers=False)
+            await drive(self._dispatcher.handle(request, io, trailers=False))
         except Disconnected:
             raise _ConnectionGone from None
         if io.state != _DONE:
@@ -555,7 +557,7 @@ class H1ServerIO:
         self._trailers = start.trailers
         no_body = status < 200 or status in (204, 304) or self._head.method == "HEAD"
         length: bytes | None = None
-        parts = [_status_line(status)]
+        fields: list[bytes] = []
         lines = 0
         for name, value in start.headers:
             if name == b"content-length":
@@ -564,8 +566,13 @@ class H1ServerIO:
                 continue  # the framing is ours to choose
             elif name == b"connection" and b"close" in value.lower():
                 self.close = True
-            parts += (name, b": ", value, b"\r\n")
+            fields += (name, b": ", value, b"\r\n")
             lines += 1
+        block = b"".join(fields)
+        # Each field is one valid line: no line break inside a name or value (no injection).
+        if _RESPONSE_FIELDS.fullmatch(block) is None or block.count(b"\n") != lines:
+            raise ValueError("invalid response header field")
+        parts = [_status_line(status), block]
         if no_body:
             frame = _FRAME_NONE
         elif length is not None:
@@ -594,9 +601,6 @@ class H1ServerIO:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         head = b"".join(parts)
-        fields = head[len(parts[0]) : -2]
-        if _RESPONSE_FIELDS.fullmatch(fields) is None:
-            raise ValueError("invalid response header field")
         self.state = _BODY
         data = self._frame_body(body, whole)
         if whole:
@@ -645,6 +649,6 @@ class H1ServerIO:
         self._finish()
         if self._frame == _FRAME_CHUNKED:
             fields = b"".join(name + b": " + value + b"\r\n" for name, value in trailers)
-            if _RESPONSE_FIELDS.fullmatch(fields) is None:
+            if _RESPONSE_FIELDS.fullmatch(fields) is None or fields.count(b"\n") != len(trailers):
                 raise ValueError("invalid trailer field")
             await self._conn._send(b"0\r\n" + fields + b"\r\n")

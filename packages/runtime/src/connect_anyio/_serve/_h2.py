@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ByteStream, TaskGroup
 from h2.errors import ErrorCodes
 
@@ -15,6 +16,7 @@ from .._http2 import H2Connection, H2Stream, StreamError, strip_pseudo
 from .._protocol import RawHeaders, ResponseStart
 from .._server_core import Disconnected
 from ._dispatch import Dispatcher, Request
+from ._inline import drive
 
 if TYPE_CHECKING:
     from . import ServerLimits
@@ -23,8 +25,15 @@ logger = logging.getLogger("connect_anyio.serve")
 
 
 class H2ServerConnection:
-    """One reader task for the connection, one task per stream, all in one task group:
-    a stream reset cancels its handler, losing the connection cancels them all."""
+    """One reader for the connection, and every call in the connection's task group:
+    a stream reset cancels its handler, losing the connection cancels them all.
+
+    The reader runs the calls that a batch of frames starts in its own task, one
+    after another, for as long as they do not wait (a unary call usually never
+    does): no task per stream, and one write for the whole batch. A call that
+    waits keeps the task it started in, and a new task takes over reading (with
+    the rest of the batch), so a handler never holds up the connection.
+    """
 
     def __init__(
         self,
@@ -50,6 +59,7 @@ class H2ServerConnection:
         )
         self._task_group: TaskGroup | None = None
         self._active = 0
+        self._ready: list[H2Stream] = []
         self._shutdown = anyio.Event()
         self.deadline = math.inf
         """When the connection, idle since, is closed (``expire``); infinite while a stream
@@ -78,20 +88,62 @@ class H2ServerConnection:
 
     async def run(self, initial: bytes) -> None:
         conn = self._conn
+        # The server role reads in its own tasks: a call waiting on a stream never reads.
+        conn._reading = True
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             await conn.start()
             self.deadline = anyio.current_time() + self._limits.idle_timeout
             tg.start_soon(self._goaway_on_shutdown)
-            await conn.serve(initial)
-            # The connection is gone: every stream still running is cancelled.
-            tg.cancel_scope.cancel()
+            await self._read([], initial)
 
     def _on_request(self, stream: H2Stream) -> None:
-        assert self._task_group is not None
         self._active += 1
         self.deadline = math.inf
-        self._task_group.start_soon(self._handle, stream)
+        self._ready.append(stream)
+
+    async def _read(self, ready: list[H2Stream], data: bytes = b"") -> None:
+        """Reads the connection and runs the calls it starts (see the class), until the
+        connection ends or a call waits (then another task reads on)."""
+        conn = self._conn
+        while True:
+            conn.corked = True
+            try:
+                if data:
+                    conn.process(data)
+                    data = b""
+                    if self._ready:
+                        ready += self._ready
+                        self._ready = []
+                if ready and not await self._run_inline(ready):
+                    return  # a call waited: this task finishes it, another one reads
+                ready = []
+            finally:
+                conn.corked = False
+            await conn._flush()
+            if conn.error is not None:
+                break
+            data = await conn.receive_bytes()
+            if not data:
+                break
+        # The connection is gone: every call still running is cancelled.
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+
+    async def _run_inline(self, ready: list[H2Stream]) -> bool:
+        """Runs the calls in this task; False once one of them waited (it finished here,
+        the others were handed to a new reader)."""
+        for index, stream in enumerate(ready):
+            handoff = _Handoff(self, ready, index + 1)
+            await drive(self._handle(stream), handoff)
+            if handoff.done:
+                return False
+        return True
+
+    def _take_over_reading(self, rest: list[H2Stream]) -> None:
+        self._conn.corked = False
+        assert self._task_group is not None
+        self._task_group.start_soon(self._read, rest)
 
     async def _handle(self, stream: H2Stream) -> None:
         conn = self._conn
@@ -135,6 +187,22 @@ class H2ServerConnection:
                         await conn.aclose()
 
 
+class _Handoff:
+    """Called when an inline call first waits: a new task reads (and runs the rest)."""
+
+    __slots__ = ("_conn", "_ready", "_start", "done")
+
+    def __init__(self, conn: H2ServerConnection, ready: list[H2Stream], start: int) -> None:
+        self._conn = conn
+        self._ready = ready
+        self._start = start
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True
+        self._conn._take_over_reading(self._ready[self._start :])
+
+
 class H2ServerIO:
     """``ServerIO`` for one HTTP/2 stream."""
 
@@ -174,6 +242,9 @@ class H2ServerIO:
         except StreamError:
             raise Disconnected from None
         self.done = finish
+        if not end:
+            # A stream of sends that never wait would never let anything else run.
+            await anyio.lowlevel.checkpoint()
 
     async def send_trailers(self, trailers: RawHeaders) -> None:
         try:

@@ -87,6 +87,16 @@ class RawSocketStream(SocketStream):
         if sent < len(item):
             await self._send_rest(memoryview(item)[sent:])
 
+    def send_nowait(self, item: bytes) -> int:
+        """Sends what the kernel takes now, without waiting; returns how many bytes.
+        Raises ``OSError`` when the connection is broken."""
+        if self._closed:
+            raise OSError("socket closed")
+        try:
+            return self._sock.send(item)
+        except BlockingIOError:
+            return 0
+
     async def _send_rest(self, view: memoryview) -> None:
         sock = self._sock
         while view:
