@@ -95,13 +95,18 @@ def parse_encoding_list(value: str | None) -> list[str]:
 
 
 def negotiate_response_compression(
-    accept: str | None, request_encoding: str | None, table: Mapping[str, Compression]
+    accept: str | None,
+    request_encoding: str | None,
+    table: Mapping[str, Compression],
+    names: list[str] | None = None,
 ) -> Compression | None:
     """The first encoding the peer accepts that we support; ``None`` for identity.
 
     Without an accept list, the peer is assumed to accept what it sent with.
+    ``names`` is ``accept`` parsed already, when the caller has it.
     """
-    names = parse_encoding_list(accept)
+    if names is None:
+        names = parse_encoding_list(accept)
     if not names and request_encoding:
         names = [request_encoding]
     for name in names:
@@ -109,6 +114,51 @@ def negotiate_response_compression(
         if found is not None:
             return found
     return None
+
+
+_CACHE_MAX = 64
+"""Distinct header values a server remembers the parsing of (bounded: clients choose them)."""
+
+
+class ServerOptions:
+    """What every server call of an application reads, with what can be computed once."""
+
+    __slots__ = ("_accept_lists", "accept_value", "compress_min", "read_max", "table")
+
+    def __init__(
+        self, table: Mapping[str, Compression], read_max: int | None, compress_min: int
+    ) -> None:
+        self.table = table
+        self.read_max = read_max
+        self.compress_min = compress_min
+        self.accept_value = ",".join(table).encode()
+        """The encodings we accept, as ``Accept-Encoding``-style headers list them."""
+        self._accept_lists: dict[str, list[str]] = {}
+
+    def request_compression(self, encoding: str | None) -> tuple[str | None, Compression | None]:
+        """The request's encoding name (lower case) and algorithm; raises for an unknown one."""
+        if not encoding:
+            return None, None
+        name = encoding.strip().lower()
+        if not name or name == "identity":
+            return name, None
+        found = self.table.get(name)
+        if found is None:
+            raise unsupported_encoding(name, self.table)
+        return name, found
+
+    def response_compression(
+        self, accept: str | None, request_encoding: str | None
+    ) -> Compression | None:
+        """``negotiate_response_compression`` with the parsing of ``accept`` remembered."""
+        if not accept:
+            return self.table.get(request_encoding) if request_encoding else None
+        names = self._accept_lists.get(accept)
+        if names is None:
+            names = parse_encoding_list(accept)
+            if len(self._accept_lists) < _CACHE_MAX:
+                self._accept_lists[accept] = names
+        return negotiate_response_compression(None, request_encoding, self.table, names)
 
 
 def unsupported_encoding(name: str, table: Mapping[str, Compression]) -> ConnectError:

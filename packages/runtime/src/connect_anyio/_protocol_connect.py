@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .method import MethodInfo
 
 PROTOCOL_VERSION = "1"
-_STREAM_PREFIX = "application/connect+"
+STREAM_PREFIX = _STREAM_PREFIX = "application/connect+"
 
 
 # ---------------------------------------------------------------------------
@@ -152,11 +152,9 @@ def _headers_with_prefixed_trailers(
 
 class _ConnectServerCall(p.ServerCall):
     __slots__ = (
-        "_compress_min",
-        "_read_max",
+        "_opts",
         "_req_compression",
         "_res_compression",
-        "_table",
         "codec",
         "http_method",
         "method",
@@ -166,82 +164,80 @@ class _ConnectServerCall(p.ServerCall):
 
     def __init__(
         self,
-        *,
         method: MethodInfo[Any, Any],
         http_method: str,
         headers: Headers,
         codec: Codec[Any, Any],
-        table: Mapping[str, Compression],
-        read_max_bytes: int | None,
-        compress_min_bytes: int,
+        opts: p.ServerOptions,
         encoding_header: str,
         accept_header: str,
     ) -> None:
         self.method = method
         self.http_method = http_method
         self.codec = codec
-        self._table = table
-        self._read_max = read_max_bytes
-        self._compress_min = compress_min_bytes
+        self._opts = opts
         self.request_error: ConnectError | None = None
         self.timeout_ms = None
         self._req_compression: Compression | None = None
         self._res_compression: Compression | None = None
+        get = headers._get_lower
         try:
-            self.timeout_ms = parse_timeout_ms(headers.get("connect-timeout-ms"))
-            version = headers.get("connect-protocol-version")
+            timeout = get("connect-timeout-ms")
+            if timeout is not None:
+                self.timeout_ms = parse_timeout_ms(timeout)
+            version = get("connect-protocol-version")
             if version is not None and version != PROTOCOL_VERSION:
                 raise ConnectError(
                     Code.INVALID_ARGUMENT,
                     f"connect-protocol-version must be {PROTOCOL_VERSION!r}: got {version!r}",
                 )
-            self._negotiate(headers.get(encoding_header), headers.get(accept_header))
+            name, self._req_compression = opts.request_compression(get(encoding_header))
+            self._res_compression = opts.response_compression(get(accept_header), name)
         except ConnectError as e:
             self.request_error = e
 
-    def _negotiate(self, encoding: str | None, accept: str | None) -> None:
-        name = encoding.strip().lower() if encoding else None
-        if name and name != "identity":
-            found = self._table.get(name)
-            if found is None:
-                raise p.unsupported_encoding(name, self._table)
-            self._req_compression = found
-        self._res_compression = p.negotiate_response_compression(accept, name, self._table)
-
     def _decompress_limit(self, data: bytes | memoryview, compressed: bool) -> bytes | memoryview:
+        read_max = self._opts.read_max
         if compressed:
             if self._req_compression is None:
                 raise ConnectError(
                     Code.INTERNAL,
                     "protocol error: compressed message without connect-content-encoding",
                 )
-            return p.decompress(self._req_compression, data, self._read_max, Code.INVALID_ARGUMENT)
-        if self._read_max is not None and len(data) > self._read_max:
-            raise p.message_too_large(len(data), self._read_max)
+            return p.decompress(self._req_compression, data, read_max, Code.INVALID_ARGUMENT)
+        if read_max is not None and len(data) > read_max:
+            raise p.message_too_large(len(data), read_max)
         return data
 
     def _compress(self, data: bytes) -> tuple[bytes, bool]:
         c = self._res_compression
-        if c is None or len(data) < self._compress_min:
+        if c is None or len(data) < self._opts.compress_min:
             return data, False
         return c.compress(data), True
-
-    def _accept_value(self) -> bytes:
-        return ",".join(self._table).encode()
 
 
 class ConnectUnaryServerCall(_ConnectServerCall):
     """Connect unary: a bare message in (POST body or GET query), a message or JSON error out."""
 
-    __slots__ = ("_body", "_get_message")
+    __slots__ = ("_body", "_content_type", "_get_message")
 
-    def __init__(self, *, query: str = "", **kwargs: Any) -> None:
-        self._body = bytearray()
+    def __init__(
+        self,
+        method: MethodInfo[Any, Any],
+        http_method: str,
+        headers: Headers,
+        codec: Codec[Any, Any],
+        opts: p.ServerOptions,
+        content_type: bytes,
+        query: str = "",
+    ) -> None:
+        self._body: bytes | bytearray = b""
         self._get_message: bytes | None = None
+        self._content_type = content_type
         super().__init__(
-            encoding_header="content-encoding", accept_header="accept-encoding", **kwargs
+            method, http_method, headers, codec, opts, "content-encoding", "accept-encoding"
         )
-        if kwargs["http_method"] == "GET" and self.request_error is None:
+        if http_method == "GET" and self.request_error is None:
             try:
                 self._parse_get(query)
             except ConnectError as e:
@@ -267,26 +263,36 @@ class ConnectUnaryServerCall(_ConnectServerCall):
         compression = params.get("compression", [None])[0]
         self._req_compression = None
         if compression and compression != "identity":
-            found = self._table.get(compression)
+            found = self._opts.table.get(compression)
             if found is None:
-                raise p.unsupported_encoding(compression, self._table)
+                raise p.unsupported_encoding(compression, self._opts.table)
             self._req_compression = found
         self._get_message = raw
 
     def feed(self, chunk: bytes) -> list[Any]:
-        self._body += chunk
-        limit = self._read_max
-        if limit is not None and self._req_compression is None and len(self._body) > limit:
-            raise p.message_too_large(len(self._body), limit)
+        body = self._body
+        if not body:
+            # Most bodies arrive in one chunk: keep it as it is, no copy.
+            body = self._body = chunk if type(chunk) is bytes else bytes(chunk)
+        else:
+            if not isinstance(body, bytearray):
+                body = self._body = bytearray(body)
+            body += chunk
+        limit = self._opts.read_max
+        if limit is not None and self._req_compression is None and len(body) > limit:
+            raise p.message_too_large(len(body), limit)
         return []
 
     def finish(self) -> list[Any]:
-        data: bytes | memoryview = (
-            self._get_message if self._get_message is not None else memoryview(self._body)
-        )
-        compressed = self._req_compression is not None and len(data) > 0
-        payload = self._decompress_limit(data, compressed)
-        return [p.decode_message(self.codec, payload, self.method.input, Code.INVALID_ARGUMENT)]
+        body = self._get_message if self._get_message is not None else self._body
+        data: bytes | memoryview = body if isinstance(body, bytes) else memoryview(body)
+        if self._req_compression is not None and len(data) > 0:
+            data = self._decompress_limit(data, True)
+        else:
+            limit = self._opts.read_max
+            if limit is not None and len(data) > limit:
+                raise p.message_too_large(len(data), limit)
+        return [p.decode_message(self.codec, data, self.method.input, Code.INVALID_ARGUMENT)]
 
     def whole_response(
         self,
@@ -297,11 +303,12 @@ class ConnectUnaryServerCall(_ConnectServerCall):
     ) -> p.WholeResponse:
         if error is None:
             body, compressed = self._compress(self.codec.encode(message))
-            raw: p.RawHeaders = [(b"content-type", b"application/" + self.codec.name().encode())]
+            raw: p.RawHeaders = [(b"content-type", self._content_type)]
             if compressed and self._res_compression is not None:
                 raw.append((b"content-encoding", self._res_compression.name().encode()))
-            raw.append((b"accept-encoding", self._accept_value()))
-            _headers_with_prefixed_trailers(raw, headers, trailers)
+            raw.append((b"accept-encoding", self._opts.accept_value))
+            if headers or trailers:
+                _headers_with_prefixed_trailers(raw, headers, trailers)
             return p.WholeResponse(p.ResponseStart(200, raw), body)
         body, compressed = self._compress(error_to_json(error))
         raw = [(b"content-type", b"application/json")]
@@ -314,15 +321,28 @@ class ConnectUnaryServerCall(_ConnectServerCall):
 class ConnectStreamServerCall(_ConnectServerCall):
     """Connect streaming: enveloped messages both ways, errors in the end-stream message."""
 
-    __slots__ = ("_decoder",)
+    __slots__ = ("_content_type", "_decoder")
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        method: MethodInfo[Any, Any],
+        http_method: str,
+        headers: Headers,
+        codec: Codec[Any, Any],
+        opts: p.ServerOptions,
+        content_type: bytes,
+    ) -> None:
         super().__init__(
-            encoding_header="connect-content-encoding",
-            accept_header="connect-accept-encoding",
-            **kwargs,
+            method,
+            http_method,
+            headers,
+            codec,
+            opts,
+            "connect-content-encoding",
+            "connect-accept-encoding",
         )
-        self._decoder = EnvelopeDecoder(self._read_max)
+        self._content_type = content_type
+        self._decoder = EnvelopeDecoder(opts.read_max)
 
     def feed(self, chunk: bytes) -> list[Any]:
         try:
@@ -352,23 +372,26 @@ class ConnectStreamServerCall(_ConnectServerCall):
         return self._decoder.needed
 
     def start_stream(self, headers: Headers | None) -> p.ResponseStart:
-        raw: p.RawHeaders = [
-            (b"content-type", (_STREAM_PREFIX + self.codec.name()).encode()),
-        ]
+        raw: p.RawHeaders = [(b"content-type", self._content_type)]
         if self._res_compression is not None:
             raw.append((b"connect-content-encoding", self._res_compression.name().encode()))
-        raw.append((b"connect-accept-encoding", self._accept_value()))
+        raw.append((b"connect-accept-encoding", self._opts.accept_value))
         if headers:
             raw.extend(p.user_headers(headers))
         return p.ResponseStart(200, raw)
 
     def encode_message(self, message: Any) -> bytes:
-        data, compressed = self._compress(self.codec.encode(message))
-        return encode_envelope(FLAG_COMPRESSED if compressed else 0, data)
+        data = self.codec.encode(message)
+        c = self._res_compression
+        if c is not None and len(data) >= self._opts.compress_min:
+            return encode_envelope(FLAG_COMPRESSED, c.compress(data))
+        return encode_envelope(0, data)
 
     def end_stream(
         self, error: ConnectError | None, trailers: Headers | None
     ) -> tuple[bytes, p.RawHeaders | None]:
+        if error is None and not trailers:
+            return _EMPTY_END_STREAM, None
         return encode_envelope(FLAG_CONNECT_END_STREAM, end_stream_json(error, trailers)), None
 
     def whole_response(
@@ -384,38 +407,7 @@ class ConnectStreamServerCall(_ConnectServerCall):
         return p.WholeResponse(start, body + tail)
 
 
-def server_call(
-    *,
-    method: MethodInfo[Any, Any],
-    http_method: str,
-    headers: Headers,
-    query: str,
-    codec: Codec[Any, Any],
-    stream: bool,
-    table: Mapping[str, Compression],
-    read_max_bytes: int | None,
-    compress_min_bytes: int,
-) -> p.ServerCall:
-    if stream:
-        return ConnectStreamServerCall(
-            method=method,
-            http_method=http_method,
-            headers=headers,
-            codec=codec,
-            table=table,
-            read_max_bytes=read_max_bytes,
-            compress_min_bytes=compress_min_bytes,
-        )
-    return ConnectUnaryServerCall(
-        query=query,
-        method=method,
-        http_method=http_method,
-        headers=headers,
-        codec=codec,
-        table=table,
-        read_max_bytes=read_max_bytes,
-        compress_min_bytes=compress_min_bytes,
-    )
+_EMPTY_END_STREAM = encode_envelope(FLAG_CONNECT_END_STREAM, b"{}")
 
 
 def classify(content_type: str) -> tuple[bool, str] | None:

@@ -149,41 +149,34 @@ class GRPCServerCall(p.ServerCall):
 
     def __init__(
         self,
-        *,
         web: bool,
-        content_type: str,
+        content_type: bytes,
         method: MethodInfo[Any, Any],
         headers: Headers,
         codec: Codec[Any, Any],
-        table: Mapping[str, Compression],
-        read_max_bytes: int | None,
-        compress_min_bytes: int,
+        opts: p.ServerOptions,
     ) -> None:
         self.web = web
         self.method = method
         self.http_method = "POST"
         self.codec = codec
-        self._content_type = content_type.encode()
-        self._table = table
-        self._read_max = read_max_bytes
-        self._compress_min = compress_min_bytes
+        self._content_type = content_type
+        self._opts = opts
+        self._table = opts.table
+        self._read_max = opts.read_max
+        self._compress_min = opts.compress_min
         self.request_error: ConnectError | None = None
         self.timeout_ms: float | None = None
         self._req_compression: Compression | None = None
         self._res_compression: Compression | None = None
-        self._decoder = EnvelopeDecoder(read_max_bytes)
+        self._decoder = EnvelopeDecoder(opts.read_max)
+        get = headers._get_lower
         try:
-            self.timeout_ms = parse_timeout(headers.get("grpc-timeout"))
-            encoding = headers.get("grpc-encoding")
-            name = encoding.strip().lower() if encoding else None
-            if name and name != "identity":
-                found = table.get(name)
-                if found is None:
-                    raise p.unsupported_encoding(name, table)
-                self._req_compression = found
-            self._res_compression = p.negotiate_response_compression(
-                headers.get("grpc-accept-encoding"), name, table
-            )
+            timeout = get("grpc-timeout")
+            if timeout is not None:
+                self.timeout_ms = parse_timeout(timeout)
+            name, self._req_compression = opts.request_compression(get("grpc-encoding"))
+            self._res_compression = opts.response_compression(get("grpc-accept-encoding"), name)
         except ConnectError as e:
             self.request_error = e
 
@@ -225,7 +218,7 @@ class GRPCServerCall(p.ServerCall):
         raw: p.RawHeaders = [(b"content-type", self._content_type)]
         if self._res_compression is not None:
             raw.append((b"grpc-encoding", self._res_compression.name().encode()))
-        raw.append((b"grpc-accept-encoding", ",".join(self._table).encode()))
+        raw.append((b"grpc-accept-encoding", self._opts.accept_value))
         if headers:
             raw.extend(p.user_headers(headers))
         return raw

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -73,8 +72,13 @@ class ASGIServerIO:
             raise Disconnected from None
 
     async def receive(self) -> bytes:
+        receive = self._asgi_receive
         while not self._body_done:
-            message = await self._receive()
+            self._receiving = True
+            try:
+                message = await receive()
+            finally:
+                self._receiving = False
             kind = message["type"]
             if kind == "http.request":
                 body: bytes = message.get("body", b"")
@@ -128,27 +132,37 @@ class ASGIServerIO:
                 self._body_done = True
 
     async def send_start(self, start: p.ResponseStart, body: bytes, end: bool) -> None:
-        self._trailers = start.trailers
-        if end:
+        self._trailers = trailers = start.trailers
+        if end and not (self._body_done or self._disconnected or self._receiving):
             # A whole response (trailers or not): the request ends first. hypercorn's
             # HTTP/2 fails connections that still receive DATA while such a response is
             # going out (GOAWAY with PROTOCOL_ERROR; reproduced without our code in
             # packages/conformance/hypercorn/).
             await self.drain()
-        await self._send(
-            {
-                "type": "http.response.start",
-                "status": start.status,
-                "headers": start.headers,
-                "trailers": start.trailers,
-            }
-        )
-        await self._send({"type": "http.response.body", "body": body, "more_body": not end})
+        send = self._asgi_send
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": start.status,
+                    "headers": start.headers,
+                    "trailers": trailers,
+                }
+            )
+            await send({"type": "http.response.body", "body": body, "more_body": not end})
+        except OSError:
+            self._disconnected = True
+            raise Disconnected from None
 
     async def send_body(self, body: bytes, end: bool) -> None:
         if end and not self._trailers:
             await self.drain()
-        await self._send({"type": "http.response.body", "body": body, "more_body": not end})
+        message = {"type": "http.response.body", "body": body, "more_body": not end}
+        try:
+            await self._asgi_send(message)
+        except OSError:
+            self._disconnected = True
+            raise Disconnected from None
 
     async def send_trailers(self, trailers: p.RawHeaders) -> None:
         await self.drain()
@@ -176,18 +190,20 @@ async def serve_http(router: Router, scope: Scope, receive: Receive, send: Send)
         if root and (root + path) in router.routes:
             path = root + path
     io = ASGIServerIO(receive, send)
-    with contextlib.suppress(Disconnected):
+    try:  # noqa: SIM105 (cheaper than contextlib.suppress, once per call)
         await router.handle(
             path=path,
             http_method=scope["method"],
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             io=io,
-            server_address=headers.get("host") or _address(scope.get("server")),
+            server_address=headers._get_lower("host") or _address(scope.get("server")),
             client_address=_address(scope.get("client")),
             http_version=scope.get("http_version", "1.1"),
-            trailers="http.response.trailers" in (scope.get("extensions") or {}),
+            trailers="http.response.trailers" in (scope.get("extensions") or ()),
         )
+    except Disconnected:
+        pass
 
 
 async def serve_unavailable(send: Send) -> None:

@@ -13,7 +13,7 @@ import logging
 import math
 import types
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -85,12 +85,29 @@ class Route:
         )
 
 
+_CONNECT_UNARY = 0
+_CONNECT_STREAM = 1
+_GRPC = 2
+_GRPC_WEB = 3
+_KIND_CACHE_MAX = 64
+"""Distinct content types a server remembers the classification of (clients choose them)."""
+
+
 @dataclass(slots=True)
 class ServerConfig:
     codecs: dict[str, Codec[Any, Any]]
     compressions: dict[str, Compression]
     read_max_bytes: int | None
     compress_min_bytes: int
+    options: p.ServerOptions = field(init=False)
+    """What every call reads, precomputed."""
+    _kinds: dict[str | None, tuple[int, Codec[Any, Any] | None, bytes]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.options = p.ServerOptions(
+            self.compressions, self.read_max_bytes, self.compress_min_bytes
+        )
+        self._kinds = {}
 
     @classmethod
     def build(
@@ -117,6 +134,31 @@ class ServerConfig:
         for prefix in ("application/connect+", "application/grpc+", "application/grpc-web+"):
             types += [prefix + n for n in names]
         return ", ".join(types).encode()
+
+    def classify(self, content_type: str | None) -> tuple[int, Codec[Any, Any] | None, bytes]:
+        """``(protocol, codec, content type to answer with)`` for a POST's content type;
+        protocol -1 when it is none we know, codec ``None`` when we lack the codec."""
+        found = self._kinds.get(content_type)
+        if found is None:
+            found = self._classify(content_type or "")
+            if len(self._kinds) < _KIND_CACHE_MAX:
+                self._kinds[content_type] = found
+        return found
+
+    def _classify(self, content_type: str) -> tuple[int, Codec[Any, Any] | None, bytes]:
+        kind = connect.classify(content_type)
+        if kind is not None:
+            stream, name = kind
+            codec = self.codecs.get(name)
+            if stream:
+                return _CONNECT_STREAM, codec, (connect.STREAM_PREFIX + name).encode()
+            return _CONNECT_UNARY, codec, ("application/" + name).encode()
+        grpc_kind = grpc.classify(content_type)
+        if grpc_kind is not None:
+            web, name = grpc_kind
+            ct = content_type.split(";", 1)[0].strip().lower().encode()
+            return (_GRPC_WEB if web else _GRPC), self.codecs.get(name), ct
+        return -1, None, b""
 
 
 def build_routes(
@@ -154,67 +196,48 @@ def select_call(
     """
     if route is None:
         raise p.ProtocolError(404, list(_TEXT), b"404 Not Found\n")
+    if http_method == "POST":
+        kind, codec, ct = config.classify(content_type)
+        if codec is not None:
+            if kind == _CONNECT_UNARY:
+                # Connect unary only serves unary methods; streams need the streaming type.
+                if route.stream_type is StreamType.UNARY:
+                    return connect.ConnectUnaryServerCall(
+                        route.method, "POST", headers, codec, config.options, ct, query
+                    )
+            elif kind == _CONNECT_STREAM:
+                if route.stream_type is not StreamType.UNARY:
+                    return connect.ConnectStreamServerCall(
+                        route.method, "POST", headers, codec, config.options, ct
+                    )
+            else:
+                web = kind == _GRPC_WEB
+                if not web and (not http_version.startswith("2") or not trailers):
+                    raise p.ProtocolError(
+                        505,
+                        list(_TEXT),
+                        b"gRPC needs HTTP/2 with trailers; use gRPC-Web or Connect over HTTP/1.1\n",
+                    )
+                return grpc.GRPCServerCall(web, ct, route.method, headers, codec, config.options)
+        raise p.ProtocolError(415, [*_TEXT, (b"accept-post", config.accept_post())])
     if http_method == "GET":
         if not route.allows_get:
-            allow = b"GET, POST" if route.allows_get else b"POST"
-            raise p.ProtocolError(405, [*_TEXT, (b"allow", allow)], b"405 Method Not Allowed\n")
+            raise p.ProtocolError(405, [*_TEXT, (b"allow", b"POST")], b"405 Method Not Allowed\n")
         codec_name = connect.get_codec_name(query)
         codec = config.codecs.get(codec_name or "")
         if codec is None:
             raise p.ProtocolError(415, [*_TEXT, (b"accept-post", config.accept_post())])
-        return connect.server_call(
-            method=route.method,
-            http_method="GET",
-            headers=headers,
-            query=query,
-            codec=codec,
-            stream=False,
-            table=config.compressions,
-            read_max_bytes=config.read_max_bytes,
-            compress_min_bytes=config.compress_min_bytes,
+        return connect.ConnectUnaryServerCall(
+            route.method,
+            "GET",
+            headers,
+            codec,
+            config.options,
+            ("application/" + (codec_name or "")).encode(),
+            query,
         )
-    if http_method != "POST":
-        allow = b"GET, POST" if route.allows_get else b"POST"
-        raise p.ProtocolError(405, [*_TEXT, (b"allow", allow)], b"405 Method Not Allowed\n")
-    kind = connect.classify(content_type or "")
-    if kind is not None:
-        stream, codec_name = kind
-        codec = config.codecs.get(codec_name)
-        # Connect unary only serves unary methods; streams need the streaming content type.
-        if codec is not None and stream == (route.stream_type is not StreamType.UNARY):
-            return connect.server_call(
-                method=route.method,
-                http_method="POST",
-                headers=headers,
-                query=query,
-                codec=codec,
-                stream=stream,
-                table=config.compressions,
-                read_max_bytes=config.read_max_bytes,
-                compress_min_bytes=config.compress_min_bytes,
-            )
-    grpc_kind = grpc.classify(content_type or "")
-    if grpc_kind is not None:
-        web, codec_name = grpc_kind
-        codec = config.codecs.get(codec_name)
-        if codec is not None:
-            if not web and (not http_version.startswith("2") or not trailers):
-                raise p.ProtocolError(
-                    505,
-                    list(_TEXT),
-                    b"gRPC needs HTTP/2 with trailers; use gRPC-Web or Connect over HTTP/1.1\n",
-                )
-            return grpc.GRPCServerCall(
-                web=web,
-                content_type=(content_type or "").split(";", 1)[0].strip().lower(),
-                method=route.method,
-                headers=headers,
-                codec=codec,
-                table=config.compressions,
-                read_max_bytes=config.read_max_bytes,
-                compress_min_bytes=config.compress_min_bytes,
-            )
-    raise p.ProtocolError(415, [*_TEXT, (b"accept-post", config.accept_post())])
+    allow = b"GET, POST" if route.allows_get else b"POST"
+    raise p.ProtocolError(405, [*_TEXT, (b"allow", allow)], b"405 Method Not Allowed\n")
 
 
 def internal_error(exc: BaseException) -> ConnectError:
@@ -386,6 +409,7 @@ class _Call:
         "io",
         "route",
         "scope",
+        "sending",
         "shield",
         "started",
         "tg",
@@ -411,10 +435,14 @@ class _Call:
         self.scope: anyio.CancelScope | None = None
         self.shield: anyio.CancelScope | None = None
         self.started = False
+        self.sending = False
 
     def start_watching(self) -> None:
         if not self.watching:
             self.watching = True
+            if self.sending and self.shield is not None:
+                # The send in flight, unshielded so far, must not be cancelled halfway.
+                self.shield.shield = True
             assert self.tg is not None
             self.tg.start_soon(self._watch)
 
@@ -453,7 +481,14 @@ class _Call:
                 scope.deadline = self.deadline
             try:
                 if route.stream_type is StreamType.UNARY:
-                    request = await _read_single(call, self.io)
+                    receive = self.io.receive
+                    messages: list[Any] = []
+                    while chunk := await receive():
+                        messages += call.feed(chunk)
+                    messages += call.finish()
+                    request = p.require_single(
+                        messages, what="unary request", code=Code.UNIMPLEMENTED
+                    )
                     result = await _drive(route.call(request, ctx), self.start_watching)
                 else:
                     requests = self._start_pump(tg)
@@ -473,7 +508,12 @@ class _Call:
         if not finished:
             error = _deadline_error()
         response = call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)
-        await _send_whole(self.io, response)
+        if response.trailers_only:
+            await _send_whole(self.io, response)
+            return
+        await self.io.send_start(response.start, response.body, True)
+        if response.trailers is not None:
+            await self.io.send_trailers(response.trailers)
 
     async def run_streaming_response(self) -> None:
         """Server-streaming and bidirectional calls."""
@@ -525,24 +565,50 @@ class _Call:
             await io.send_trailers(http_trailers)
 
     async def _stream(self, request: Any, shield: anyio.CancelScope | None) -> None:
-        """Runs the handler, sending each message it yields."""
-        responses = self.route.call(request, self.ctx)
+        """Runs the handler, sending each message it yields.
+
+        With ``shield``, a send goes out shielded whenever something can cancel the
+        call: a deadline, or the watcher (which, started in the middle of a send,
+        shields that send itself, see ``start_watching``).
+        """
+        call, ctx = self.call, self.ctx
+        encode = call.encode_message
+        send_body = self.io.send_body
+        responses = self.route.call(request, ctx)
         try:
             async for message in responses:
-                data = self.call.encode_message(message)
+                data = encode(message)
                 if shield is None:
-                    await self._send_message(data)
-                    continue
-                if self.gone or (
-                    self.deadline != math.inf and anyio.current_time() >= self.deadline
-                ):
-                    # Cancelled already: this send, too, gets its whole grace period.
-                    shield.deadline = anyio.current_time() + SEND_GRACE_SECONDS
-                shield.shield = True
-                try:
-                    await self._send_message(data)
-                finally:
-                    shield.shield = False
+                    if self.started:
+                        await send_body(data, False)
+                    else:
+                        await self._send_first(data)
+                elif self.watching or self.deadline != math.inf:
+                    if self.gone or (
+                        self.deadline != math.inf and anyio.current_time() >= self.deadline
+                    ):
+                        # Cancelled already: this send, too, gets its whole grace period.
+                        shield.deadline = anyio.current_time() + SEND_GRACE_SECONDS
+                    shield.shield = True
+                    try:
+                        if self.started:
+                            await send_body(data, False)
+                        else:
+                            await self._send_first(data)
+                    finally:
+                        shield.shield = False
+                else:
+                    # Nothing can cancel this send unless it waits and the watcher starts.
+                    self.sending = True
+                    try:
+                        if self.started:
+                            await send_body(data, False)
+                        else:
+                            await self._send_first(data)
+                    finally:
+                        self.sending = False
+                        if shield.shield:
+                            shield.shield = False
         finally:
             try:
                 aclose = getattr(responses, "aclose", None)
@@ -551,33 +617,10 @@ class _Call:
             finally:
                 _close_requests(request)
 
-    async def _send_message(self, data: bytes) -> None:
-        if self.started:
-            await self.io.send_body(data, False)
-        else:
-            start = self.call.start_stream(self.ctx._response_headers)
-            self.started = True
-            await self.io.send_start(start, data, False)
-
-
-async def run_call(
-    route: Route, call: p.ServerCall, io: ServerIO, ctx: RequestContext[Any, Any]
-) -> None:
-    """Runs one call from request body to last byte of the response."""
-    if call.request_error is not None:
-        await _send_whole(io, call.whole_response(None, call.request_error, None, None))
-        return
-    deadline = math.inf
-    if call.timeout_ms is not None:
-        deadline = anyio.current_time() + call.timeout_ms / 1000.0
-    run = _Call(route, call, io, ctx, deadline)
-    try:
-        if route.stream_type.streams_responses:
-            await run.run_streaming_response()
-        else:
-            await run.run_single_response()
-    except Disconnected:
-        pass
+    async def _send_first(self, data: bytes) -> None:
+        start = self.call.start_stream(self.ctx._response_headers)
+        self.started = True
+        await self.io.send_start(start, data, False)
 
 
 class Router:
@@ -605,7 +648,7 @@ class Router:
             call = select_call(
                 route,
                 http_method=http_method,
-                content_type=headers.get("content-type"),
+                content_type=headers._get_lower("content-type"),
                 query=query,
                 headers=headers,
                 config=self.config,
@@ -624,4 +667,17 @@ class Router:
             server_address=server_address,
             client_address=client_address,
         )
-        await run_call(route, call, io, ctx)
+        if call.request_error is not None:
+            await _send_whole(io, call.whole_response(None, call.request_error, None, None))
+            return
+        deadline = math.inf
+        if call.timeout_ms is not None:
+            deadline = anyio.current_time() + call.timeout_ms / 1000.0
+        run = _Call(route, call, io, ctx, deadline)
+        try:
+            if route.stream_type.streams_responses:
+                await run.run_streaming_response()
+            else:
+                await run.run_single_response()
+        except Disconnected:
+            pass

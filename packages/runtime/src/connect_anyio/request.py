@@ -89,6 +89,11 @@ class Headers(MutableMapping[str, str]):
         values = self._store.get(key.lower())
         return values[0] if values else default
 
+    def _get_lower(self, key: str) -> str | None:
+        """``get`` for a name known to be in lower case (the runtime's own lookups)."""
+        values = self._store.get(key)
+        return values[0] if values else None
+
     def add(self, key: str, value: str) -> None:
         """Appends a value for ``key``, keeping the values it has."""
         k = key.lower()
