@@ -32,6 +32,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from anyio.abc import ByteStream, SocketAttribute
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
@@ -70,6 +71,52 @@ class _H2(h2.connection.H2Connection):
         """Queues GOAWAY(NO_ERROR, ``last_stream_id``); the connection stays usable."""
         frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=0)
         self._prepare_for_sending([frame])
+
+
+class _Decoder(hpack.Decoder):
+    """``hpack``'s decoder that remembers the blocks that leave the dynamic table as it
+    was: such a block decodes to the same headers for as long as the table does not
+    change, and a peer sending the same requests (or responses) over and over sends
+    the same few blocks once its table is warm.
+
+    Any change to the table puts a new entry object at its front, or changes its
+    length, size or maximum size; the cache holds for one such state at a time.
+    """
+
+    _CACHE_SIZE = 64
+    _CACHE_BLOCK = 1024
+    """Blocks longer than this are decoded each time (and never kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[bytes, list[Any]] = {}
+        self._cached_for: tuple[Any, int, int, int] | None = None
+
+    def _table_state(self) -> tuple[Any, int, int, int]:
+        table = self.header_table
+        entries = table.dynamic_entries
+        return (entries[0] if entries else None, len(entries), table._current_size, table._maxsize)
+
+    def _same(self, a: tuple[Any, int, int, int] | None, b: tuple[Any, int, int, int]) -> bool:
+        return a is not None and a[0] is b[0] and a[1:] == b[1:]
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        if not raw or len(data) > self._CACHE_BLOCK:
+            return super().decode(data, raw)
+        key = data if type(data) is bytes else bytes(data)
+        before = self._table_state()
+        if self._same(self._cached_for, before):
+            hit = self._cache.get(key)
+            if hit is not None:
+                return list(hit)
+        headers = super().decode(data, raw)
+        after = self._table_state()
+        if self._same(before, after):
+            if not self._same(self._cached_for, before) or len(self._cache) >= self._CACHE_SIZE:
+                self._cache.clear()
+                self._cached_for = before
+            self._cache[key] = list(headers)
+        return headers
 
 
 class StreamError(Exception):
@@ -284,6 +331,8 @@ class H2Connection:
             validate_inbound_headers=client,
         )
         self._h2 = _H2(config=config)
+        self._h2.decoder = _Decoder()
+        self._h2.decoder.max_header_list_size = self._h2.DEFAULT_MAX_HEADER_LIST_SIZE
         self._streams: dict[int, H2Stream] = {}
         self._write_lock = anyio.Lock(fast_acquire=True)
         self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)

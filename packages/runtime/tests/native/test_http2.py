@@ -409,3 +409,46 @@ async def test_a_waiting_call_does_not_hold_up_the_calls_read_with_it(
         await answered(client, blocked, "blocked")
         (conn,) = tracked.h2
         await wait_until(lambda: conn._conn.open_streams == 0 and not conn.busy)
+
+
+def test_hpack_decoder_cache_decodes_exactly_as_hpack_does() -> None:
+    """The engine's decoder reuses the result of a block that left the dynamic table as it
+    was; across additions, evictions and size updates it must agree with hpack's own."""
+    import random
+
+    import hpack
+
+    from connect_anyio._http2 import _Decoder
+
+    rng = random.Random(7)
+    names = [b"x-a", b"x-b", b"content-type", b"grpc-timeout", b"x-long"]
+    values = [b"1", b"2", b"application/proto", b"10m", b"v" * 40]
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 200  # small: entries get evicted
+    ours, theirs = _Decoder(), hpack.Decoder()
+    blocks: list[bytes] = []
+    hits = 0
+    for step in range(3000):
+        choice = rng.random()
+        if choice < 0.5 and blocks:
+            block = rng.choice(blocks[-8:])  # a block seen before: maybe cached, maybe stale
+        else:
+            if choice > 0.98:
+                encoder.header_table_size = rng.choice([0, 100, 200])
+            fields = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randint(1, 4))]
+            block = encoder.encode(fields)
+            blocks.append(block)
+        try:
+            expected = theirs.decode(block, raw=True)
+        except hpack.HPACKError:
+            with pytest.raises(hpack.HPACKError):
+                ours.decode(block, raw=True)
+            # Both failed on a stale block; start both over from the same state.
+            ours, theirs, blocks = _Decoder(), hpack.Decoder(), []
+            encoder = hpack.Encoder()
+            encoder.header_table_size = 200
+            continue
+        cached = bool(ours._cache) and bytes(block) in ours._cache
+        assert ours.decode(block, raw=True) == expected, step
+        hits += cached
+    assert hits > 100  # the cache was exercised
