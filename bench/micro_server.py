@@ -9,7 +9,10 @@ ASGI messages. Run from the repository root with ``PYTHONPATH=gen:.``::
     python -m bench.micro_server                       # every case, asyncio and trio
     python -m bench.micro_server --only asgi-connect --backend asyncio --profile
 
-The "minimal" cases run the bench's hand-written ASGI app: the floor for any framework.
+The bench handlers have no ``await``, so their unary calls run inline (no task group);
+"-awaits" is a handler with an ``await`` that does not suspend (a task group, no
+watcher), "-suspends" one that suspends once (the disconnect watcher starts). The
+"minimal" cases run the bench's hand-written ASGI app: the floor for any framework.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+from connectanyio.bench.v1 import bench_pb2
+from connectanyio.bench.v1.bench_connect import BenchServiceASGIApplication
 
+from connect_anyio import RequestContext
 from connect_anyio._protocol import RawHeaders, ResponseStart
 from connect_anyio._server_core import Router
 from connect_anyio.request import Headers
 
 from . import _common
-from .apps import minimal_app, ours_app
+from .apps import Bench, minimal_app, ours_app
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -168,10 +175,44 @@ def native_runner(router: Router, case: Case) -> Callable[[], Awaitable[int]]:
     return one
 
 
+async def _ready() -> None:
+    """Returns at once: awaiting it does not suspend."""
+
+
+class AwaitingBench(Bench):
+    """A unary handler with an ``await`` that does not suspend: not run inline (the call
+    gets its task group), but its watcher never starts."""
+
+    async def unary(
+        self,
+        request: bench_pb2.UnaryRequest,
+        ctx: RequestContext[bench_pb2.UnaryRequest, bench_pb2.UnaryResponse],
+    ) -> bench_pb2.UnaryResponse:
+        await _ready()
+        return bench_pb2.UnaryResponse(payload=request.payload)
+
+
+class SuspendingBench(Bench):
+    """A unary handler that suspends once: the disconnect watcher starts."""
+
+    async def unary(
+        self,
+        request: bench_pb2.UnaryRequest,
+        ctx: RequestContext[bench_pb2.UnaryRequest, bench_pb2.UnaryResponse],
+    ) -> bench_pb2.UnaryResponse:
+        await anyio.lowlevel.checkpoint()
+        return bench_pb2.UnaryResponse(payload=request.payload)
+
+
 def runners() -> dict[str, Callable[[], Awaitable[int]]]:
     out: dict[str, Callable[[], Awaitable[int]]] = {}
     for name, case in CASES.items():
         out[f"asgi-{name}"] = asgi_runner(ours_app, case)
+    connect = CASES["connect"]
+    out["asgi-connect-awaits"] = asgi_runner(BenchServiceASGIApplication(AwaitingBench()), connect)
+    out["asgi-connect-suspends"] = asgi_runner(
+        BenchServiceASGIApplication(SuspendingBench()), connect
+    )
     out["native-connect"] = native_runner(ours_app.router, CASES["connect"])
     out["native-grpc"] = native_runner(ours_app.router, CASES["grpc"])
     out["native-stream"] = native_runner(ours_app.router, CASES["stream"])
@@ -212,7 +253,7 @@ def main() -> None:
         print(f"{name} on {backends[0]}")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         return
-    print(f"{'case':<18} {'backend':<8} {'us/call':>8} {'cpu us/call':>12}")
+    print(f"{'case':<22} {'backend':<8} {'us/call':>8} {'cpu us/call':>12}")
     for name, one in selected.items():
         for backend in backends:
             runs = [
@@ -220,7 +261,7 @@ def main() -> None:
             ]
             wall = min(r[0] for r in runs)
             cpu = min(r[1] for r in runs)
-            print(f"{name:<18} {backend:<8} {wall:>8.1f} {cpu:>12.1f}")
+            print(f"{name:<22} {backend:<8} {wall:>8.1f} {cpu:>12.1f}")
 
 
 if __name__ == "__main__":

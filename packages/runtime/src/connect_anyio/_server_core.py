@@ -9,6 +9,8 @@ here, once.
 from __future__ import annotations
 
 import contextlib
+import dis
+import inspect
 import logging
 import math
 import types
@@ -76,6 +78,9 @@ class Route:
     stream_type: StreamType
     call: Any
     """The handler wrapped in the interceptors."""
+    never_waits: bool = False
+    """``call`` is a coroutine function with no ``await`` (nor ``async for``/``with``) at
+    all: a call to it finishes without ever suspending (see ``never_waits``)."""
 
     @property
     def allows_get(self) -> bool:
@@ -167,12 +172,48 @@ def build_routes(
     chain = list(interceptors)
     routes = {}
     for path, endpoint in endpoints.items():
+        call = compose(chain, endpoint.stream_type, endpoint.function, sync=sync)
         routes[path] = Route(
             method=endpoint.method,
             stream_type=endpoint.stream_type,
-            call=compose(chain, endpoint.stream_type, endpoint.function, sync=sync),
+            call=call,
+            never_waits=not sync and endpoint.stream_type is StreamType.UNARY and never_waits(call),
         )
     return routes
+
+
+_SUSPENDING_OPS = frozenset(
+    {
+        "GET_AWAITABLE",
+        "GET_AITER",
+        "GET_ANEXT",
+        "END_ASYNC_FOR",
+        "BEFORE_ASYNC_WITH",
+        "SETUP_ASYNC_WITH",
+        "SEND",
+        "YIELD_VALUE",
+        "ASYNC_GEN_WRAP",
+    }
+)
+"""Opcodes of ``await``, ``async for`` and ``async with``: the only ways a coroutine suspends."""
+
+
+def never_waits(fn: Any) -> bool:
+    """Whether ``fn`` is an ``async def`` (function or bound method) whose code, nested code
+    included, has no suspension point. Its coroutine then runs to the end in one step, so
+    nothing (deadline, client gone) can cancel it halfway: the call needs no watcher.
+    Anything else (interceptor chains, partials, callable objects) may wait."""
+    func = getattr(fn, "__func__", fn)
+    code = getattr(func, "__code__", None)
+    if not isinstance(code, types.CodeType) or not code.co_flags & inspect.CO_COROUTINE:
+        return False
+    return not _may_suspend(code)
+
+
+def _may_suspend(code: types.CodeType) -> bool:
+    if any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code)):
+        return True
+    return any(_may_suspend(c) for c in code.co_consts if isinstance(c, types.CodeType))
 
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
@@ -382,6 +423,9 @@ async def _send_whole(io: ServerIO, response: p.WholeResponse) -> None:
         await io.send_trailers(response.trailers)
 
 
+_NO_SCOPE = contextlib.nullcontext()
+
+
 def _deadline_error() -> ConnectError:
     return ConnectError(Code.DEADLINE_EXCEEDED, "the call's deadline expired")
 
@@ -468,6 +512,43 @@ class _Call:
         tg.start_soon(requests.pump)
         return requests
 
+    async def run_inline(self) -> None:
+        """A unary call whose handler never waits (``Route.never_waits``): no watcher, so no
+        task group; a cancel scope only for a deadline, while the body is read."""
+        route, call, ctx = self.route, self.call, self.ctx
+        result: Any = None
+        error: ConnectError | None = None
+        finished = False
+        with anyio.CancelScope(deadline=self.deadline) if self.deadline != math.inf else _NO_SCOPE:
+            try:
+                receive = self.io.receive
+                messages: list[Any] = []
+                while chunk := await receive():
+                    messages += call.feed(chunk)
+                messages += call.finish()
+                request = p.require_single(messages, what="unary request", code=Code.UNIMPLEMENTED)
+                result = await route.call(request, ctx)
+            except Disconnected:
+                return
+            except Exception as e:
+                error = _as_connect_error(e, route)
+            finished = True
+        if not finished:
+            error = _deadline_error()
+        await self._send_single(result, error)
+
+    async def _send_single(self, result: Any, error: ConnectError | None) -> None:
+        ctx = self.ctx
+        response = self.call.whole_response(
+            result, error, ctx._response_headers, ctx._response_trailers
+        )
+        if response.trailers_only:
+            await _send_whole(self.io, response)
+            return
+        await self.io.send_start(response.start, response.body, True)
+        if response.trailers is not None:
+            await self.io.send_trailers(response.trailers)
+
     async def run_single_response(self) -> None:
         """Unary and client-streaming calls."""
         route, call, ctx = self.route, self.call, self.ctx
@@ -507,13 +588,7 @@ class _Call:
             return
         if not finished:
             error = _deadline_error()
-        response = call.whole_response(result, error, ctx._response_headers, ctx._response_trailers)
-        if response.trailers_only:
-            await _send_whole(self.io, response)
-            return
-        await self.io.send_start(response.start, response.body, True)
-        if response.trailers is not None:
-            await self.io.send_trailers(response.trailers)
+        await self._send_single(result, error)
 
     async def run_streaming_response(self) -> None:
         """Server-streaming and bidirectional calls."""
@@ -675,7 +750,9 @@ class Router:
             deadline = anyio.current_time() + call.timeout_ms / 1000.0
         run = _Call(route, call, io, ctx, deadline)
         try:
-            if route.stream_type.streams_responses:
+            if route.never_waits:
+                await run.run_inline()
+            elif route.stream_type.streams_responses:
                 await run.run_streaming_response()
             else:
                 await run.run_single_response()

@@ -8,6 +8,7 @@ abandons an ASGI ``send`` halfway, except one stuck past the grace period.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -16,7 +17,14 @@ import anyio
 import pytest
 from _support.service import EchoRequest, EchoResponse, Observations, echo_app
 
-from connect_anyio import ConnectASGIApplication, Endpoint, RequestContext, _server_core
+from connect_anyio import (
+    Code,
+    ConnectASGIApplication,
+    ConnectError,
+    Endpoint,
+    RequestContext,
+    _server_core,
+)
 from connect_anyio._envelope import FLAG_CONNECT_END_STREAM, EnvelopeDecoder, encode_envelope
 from connect_anyio._server_core import _drive
 from connect_anyio.method import MethodInfo, StreamType
@@ -299,3 +307,108 @@ async def test_a_send_in_flight_at_the_deadline_completes_then_the_stream_ends_w
     assert [flags for flags, _ in envelopes] == [0, 0, FLAG_CONNECT_END_STREAM]
     end = json.loads(envelopes[-1][1])
     assert end["error"]["code"] == "deadline_exceeded"
+
+
+# -- handlers that never wait ------------------------------------------------------
+
+
+class _Service:
+    async def plain(self, request: Any, ctx: Any) -> Any:
+        return request
+
+    async def awaits(self, request: Any, ctx: Any) -> Any:
+        return await self.plain(request, ctx)
+
+    async def iterates(self, request: Any, ctx: Any) -> Any:
+        async for _ in request:
+            pass
+
+    async def enters(self, request: Any, ctx: Any) -> Any:
+        async with request:
+            pass
+
+    async def comprehends(self, request: Any, ctx: Any) -> Any:
+        return [x async for x in request]
+
+    async def nests(self, request: Any, ctx: Any) -> Any:
+        async def inner() -> None:
+            await anyio.lowlevel.checkpoint()
+
+        return inner
+
+    def sync(self, request: Any, ctx: Any) -> Any:
+        return request
+
+
+def test_never_waits_only_for_async_code_without_suspension_points() -> None:
+    service = _Service()
+    assert _server_core.never_waits(service.plain)
+    assert _server_core.never_waits(_Service.plain)
+    for fn in (
+        service.awaits,
+        service.iterates,
+        service.enters,
+        service.comprehends,
+        service.nests,
+        service.sync,
+        functools.partial(service.plain),
+        lambda request, ctx: service.plain(request, ctx),
+    ):
+        assert not _server_core.never_waits(fn), fn
+
+
+def _inline_app(handler: Callable[..., Awaitable[EchoResponse]]) -> ConnectASGIApplication[None]:
+    method = MethodInfo(
+        name="EchoPost",
+        service_name="connectanyio.testing.v1.EchoService",
+        input=EchoRequest,
+        output=EchoResponse,
+    )
+    app: ConnectASGIApplication[None] = ConnectASGIApplication(
+        service=None,
+        endpoints=lambda _: {method.procedure: Endpoint.unary(method=method, function=handler)},
+    )
+    assert app.router.routes[method.procedure].never_waits
+    return app
+
+
+async def _echo_now(request: EchoRequest, ctx: RequestContext[Any, Any]) -> EchoResponse:
+    ctx.response_headers()["x-seen"] = request.text
+    return EchoResponse(text=request.text)
+
+
+async def _fail_now(request: EchoRequest, ctx: RequestContext[Any, Any]) -> EchoResponse:
+    raise ConnectError(Code.FAILED_PRECONDITION, "no")
+
+
+async def test_a_handler_without_await_runs_inline_and_answers() -> None:
+    fake = _unary(EchoRequest(text="inline"))
+    await fake.run(_inline_app(_echo_now))
+    assert fake.receives == 1
+    start = fake.sent[0]
+    assert start["status"] == 200
+    assert (b"x-seen", b"inline") in start["headers"]
+    assert EchoResponse.FromString(fake.bodies()[0]).text == "inline"
+
+    fake = _unary(EchoRequest(text="inline"))
+    await fake.run(_inline_app(_fail_now))
+    assert fake.sent[0]["status"] == 400
+    assert json.loads(fake.bodies()[0])["code"] == "failed_precondition"
+
+
+async def test_a_handler_without_await_still_has_a_deadline_for_its_body() -> None:
+    fake = _unary(EchoRequest(text="slow"))
+    fake.scope["headers"].append((b"connect-timeout-ms", b"20"))
+    half = fake.body[:3]
+
+    async def receive() -> Message:
+        fake.receives += 1
+        if fake.receives == 1:
+            return {"type": "http.request", "body": half, "more_body": True}
+        await anyio.sleep_forever()  # the rest of the body never comes
+        raise AssertionError
+
+    with anyio.fail_after(10):
+        await _inline_app(_echo_now)(fake.scope, receive, fake.send)
+    assert fake.sent[0]["status"] == 504
+    assert json.loads(fake.bodies()[0])["code"] == "deadline_exceeded"
