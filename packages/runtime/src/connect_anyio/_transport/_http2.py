@@ -1,10 +1,9 @@
-"""HTTP/2 exchanges on our own engine (``connect_anyio._http2``): full duplex and trailers."""
+"""HTTP/2 exchanges on our own client connection (``_h2client``): full duplex and trailers."""
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -12,11 +11,12 @@ from anyio.abc import TaskGroup
 from anyio.streams.tls import TLSAttribute
 from h2.errors import ErrorCodes
 
-from .._http2 import H2Connection, H2Stream, StreamError, strip_pseudo
+from .._http2 import ConnectionLost, StreamError
 from .._tls import wrap_tls
 from ..code import Code
 from ..errors import ConnectError
 from . import Origin, _UserError, guard_body, map_errors
+from ._h2client import ClientStream, H2ClientConnection
 
 if TYPE_CHECKING:
     from .._protocol import ClientRequest
@@ -33,8 +33,6 @@ _RESET_CODES: dict[int, Code] = {
 
 def stream_error(e: StreamError) -> ConnectError:
     """gRPC's mapping of RST_STREAM codes; a lost connection is ``unavailable``."""
-    from .._http2 import ConnectionLost
-
     if isinstance(e, ConnectionLost):
         return ConnectError(Code.UNAVAILABLE, str(e))
     return ConnectError(_RESET_CODES.get(e.code, Code.INTERNAL), str(e))
@@ -47,34 +45,19 @@ class NotHTTP2(Exception):
 class HTTP2Response:
     """A response on an HTTP/2 stream; owns the stream until ``aclose``."""
 
-    __slots__ = ("_conn", "_failure", "_pump_scope", "_release", "_stream", "headers", "status")
+    __slots__ = ("_failure", "_pool", "_pump_scope", "_stream", "headers", "status")
 
-    def __init__(
-        self,
-        conn: H2Connection,
-        stream: H2Stream,
-        release: Callable[[H2Connection], Awaitable[None]],
-    ) -> None:
-        self._conn = conn
+    def __init__(self, pool: HTTP2Transport, stream: ClientStream) -> None:
+        self._pool = pool
         self._stream = stream
-        self._release = release
         self.status = 0
         self.headers: RawHeaders = []
         self._failure: BaseException | None = None
         self._pump_scope: anyio.CancelScope | None = None
 
     async def _read_head(self) -> None:
-        while True:
-            raw = await self._stream.receive_headers()
-            pseudo, regular = strip_pseudo(raw)
-            status = int(pseudo.get(b":status", b"0"))
-            if 100 <= status < 200:
-                # An informational response: the real one follows.
-                self._stream.headers = None
-                continue
-            self.status = status
-            self.headers = regular
-            return
+        self.headers = await self._stream.receive_headers()
+        self.status = self._stream.status
 
     async def receive(self) -> bytes:
         try:
@@ -93,11 +76,7 @@ class HTTP2Response:
     async def aclose(self) -> None:
         if self._pump_scope is not None:
             self._pump_scope.cancel()
-        stream = self._stream
-        if not stream.closed:
-            await stream.reset(ErrorCodes.CANCEL)
-        self._conn.forget(stream)
-        await self._release(self._conn)
+        await self._pool.finish(self._stream)
 
     async def pump(self, body: AsyncIterable[bytes]) -> None:
         """Sends the request body from its own task (full duplex)."""
@@ -122,6 +101,18 @@ class HTTP2Response:
             await chunks.aclose()
 
 
+async def _first_capacity(connections: list[H2ClientConnection]) -> None:
+    """Waits until one of ``connections`` may take a stream (or stops accepting)."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(conn: H2ClientConnection) -> None:
+            await conn.wait_capacity()
+            tg.cancel_scope.cancel()
+
+        for conn in connections:
+            tg.start_soon(wait, conn)
+
+
 class HTTP2Transport:
     """Pools of HTTP/2 connections, several streams on each."""
 
@@ -130,11 +121,12 @@ class HTTP2Transport:
     ) -> None:
         self._ssl_context = ssl_context
         self._alpn = alpn
-        self._pools: dict[Origin, list[H2Connection]] = {}
+        self._pools: dict[Origin, list[H2ClientConnection]] = {}
         self._locks: dict[Origin, anyio.Lock] = {}
         self._max_per_origin = max_connections_per_origin
+        self._authorities: dict[Origin, list[tuple[bytes, bytes]]] = {}
 
-    async def _connect(self, origin: Origin) -> H2Connection:
+    async def _connect(self, origin: Origin) -> H2ClientConnection:
         with map_errors():
             tcp = await anyio.connect_tcp(origin.host, origin.port)
             stream: anyio.abc.ByteStream = tcp
@@ -151,98 +143,134 @@ class HTTP2Transport:
                 if stream.extra(TLSAttribute.alpn_protocol, None) != "h2":
                     await anyio.aclose_forcefully(stream)
                     raise NotHTTP2
-            conn = H2Connection(stream, client=True)
-            await conn.start()
+            conn = H2ClientConnection(stream)
+            try:
+                await conn.start()
+            except StreamError as e:
+                await conn.aclose()
+                raise stream_error(e) from None
+            except BaseException:
+                await conn.aclose()
+                raise
             return conn
 
-    async def _release(self, conn: H2Connection) -> None:
-        """A stream of ``conn`` ended: a connection that takes no new streams (GOAWAY
-        received, or failed) is closed once its last stream is done."""
-        if conn.accepting or conn.open_streams:
-            return
+    async def finish(self, stream: ClientStream) -> None:
+        """A call is done with its stream: reset it if it is still open, forget it, and
+        close its connection if that takes no new streams and this was its last."""
+        conn = stream._conn
+        if not stream.closed:
+            stream.reset_nowait(ErrorCodes.CANCEL)
+        conn.forget(stream)
+        if not (conn.accepting or conn._streams):
+            await self._retire(conn)
+        elif conn._out:
+            # Cancelled while waiting, the reset still leaves with the write in progress.
+            await conn._flush()
+
+    async def _retire(self, conn: H2ClientConnection) -> None:
         for pool in self._pools.values():
             if conn in pool:
                 pool.remove(conn)
         with anyio.CancelScope(shield=True):
             await conn.aclose()
 
-    async def _usable(self, conn: H2Connection) -> bool:
+    async def _usable(self, conn: H2ClientConnection) -> bool:
         """Whether a new stream may go on ``conn``. An idle connection first takes in what
         the server sent meanwhile: a GOAWAY or a close (idle timeout) retires it."""
         if not conn.has_capacity():
             return False
-        if not conn.open_streams:
+        if not conn._streams:
             await conn.catch_up()
             if not conn.has_capacity():
-                await self._release(conn)
+                if not (conn.accepting or conn._streams):
+                    await self._retire(conn)
                 return False
         return True
 
-    async def _connection(self, origin: Origin) -> H2Connection:
+    async def _connection(self, origin: Origin) -> H2ClientConnection:
+        pool = self._pools.get(origin)
+        if pool:
+            # The common case: a connection with streams in flight and room for more
+            # (it is being read, so it is known to be alive).
+            for conn in pool:
+                if conn._streams and conn.has_capacity():
+                    return conn
         while True:
             pool = self._pools.setdefault(origin, [])
-            for conn in [c for c in pool if not (c.accepting or c.open_streams)]:
-                await self._release(conn)
+            for conn in [c for c in pool if not (c.accepting or c._streams)]:
+                await self._retire(conn)
             for conn in list(pool):
                 if await self._usable(conn):
                     return conn
-            lock = self._locks.setdefault(origin, anyio.Lock())
             if len([c for c in pool if c.accepting]) < self._max_per_origin:
+                lock = self._locks.setdefault(origin, anyio.Lock())
                 async with lock:
                     # Someone else may have connected while we waited.
                     for conn in list(pool):
                         if await self._usable(conn):
                             return conn
-                    conn = await self._connect(origin)
-                    pool.append(conn)
-                    return conn
-            busy = next(c for c in pool if c.accepting)
-            await busy.wait_capacity()
+                    if len([c for c in pool if c.accepting]) < self._max_per_origin:
+                        conn = await self._connect(origin)
+                        pool.append(conn)
+                        return conn
+            busy = [c for c in pool if c.accepting]
+            if busy:
+                await _first_capacity(busy)
 
-    async def _start(
-        self, origin: Origin, request: ClientRequest, end: bool
-    ) -> tuple[H2Connection, H2Stream]:
-        request_headers: RawHeaders = [
+    def _request_headers(self, origin: Origin, request: ClientRequest) -> RawHeaders:
+        start = self._authorities.get(origin)
+        if start is None:
+            start = self._authorities[origin] = [
+                (b":scheme", origin.scheme.encode()),
+                (b":authority", origin.authority().encode()),
+            ]
+        return [
             (b":method", request.method.encode()),
-            (b":scheme", origin.scheme.encode()),
-            (b":authority", origin.authority().encode()),
+            *start,
             (b":path", request.path.encode()),
             *request.headers,
         ]
+
+    async def _start(
+        self, origin: Origin, request: ClientRequest, end: bool, body: bytes
+    ) -> ClientStream:
+        """Opens a stream with the request head and, if given, the whole body (then the
+        stream ends with ``end``)."""
+        headers = self._request_headers(origin, request)
         for attempt in range(3):
             conn = await self._connection(origin)
             try:
                 with map_errors():
-                    return conn, await conn.open_stream(request_headers, end_stream=end)
+                    stream, rest = await conn.open_stream(headers, end_stream=end, body=body)
+                break
             except StreamError as e:
                 # Refused before any processing (GOAWAY raced us): safe to retry elsewhere.
                 if e.code != ErrorCodes.REFUSED_STREAM or attempt == 2:
                     raise stream_error(e) from None
-        raise AssertionError("unreachable")
+        if rest:
+            try:
+                with map_errors():
+                    await stream.send_data(rest, end_stream=end)
+            except StreamError:
+                pass  # answered early, or reset: reading the response says which
+            except BaseException:
+                await self.finish(stream)
+                raise
+        return stream
 
     async def unary(
         self, origin: Origin, request: ClientRequest
     ) -> tuple[int, RawHeaders, bytes, RawHeaders | None]:
-        body = request.body or b""
-        conn, stream = await self._start(origin, request, end=not body)
-        response = HTTP2Response(conn, stream, self._release)
+        stream = await self._start(origin, request, True, request.body or b"")
         try:
             with map_errors():
-                if body:
-                    with contextlib.suppress(StreamError):  # answered early: read the answer
-                        await stream.send_data(body, end_stream=True)
-                await response._read_head()
-                chunks = []
-                while True:
-                    chunk = await response.receive()
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-            return response.status, response.headers, b"".join(chunks), stream.trailers
+                headers = await stream.receive_headers()
+                body = await stream.receive_all()
+            return stream.status, headers, body, stream.trailers
         except StreamError as e:
             raise stream_error(e) from None
         finally:
-            await response.aclose()
+            await self.finish(stream)
 
     async def open(
         self,
@@ -251,14 +279,11 @@ class HTTP2Transport:
         body: AsyncIterable[bytes] | None,
         pump: TaskGroup | None,
     ) -> HTTP2Response:
-        conn, stream = await self._start(origin, request, end=body is None and not request.body)
-        response = HTTP2Response(conn, stream, self._release)
+        stream = await self._start(origin, request, body is None, request.body or b"")
+        response = HTTP2Response(self, stream)
         try:
             with map_errors():
-                if body is None and request.body:
-                    with contextlib.suppress(StreamError):  # answered early: read the answer
-                        await stream.send_data(request.body, end_stream=True)
-                elif body is not None:
+                if body is not None:
                     if pump is not None:
                         pump.start_soon(response.pump, body)
                     else:
