@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", help="write a cProfile of the loaded period here")
+    parser.add_argument("--uvloop", action="store_true", help="asyncio on uvloop")
     args = parser.parse_args(argv)
     h2load = shutil.which("h2load")
     if h2load is None:
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     if _procs.PINNED:
         # This process on the server core; h2load pins itself to the load core.
         os.sched_setaffinity(0, {_procs.SERVER_CORE})
-    anyio.run(_main, args, h2load, backend=args.backend)
+    options = {"use_uvloop": True} if args.uvloop and args.backend == "asyncio" else {}
+    anyio.run(_main, args, h2load, backend=args.backend, backend_options=options)
 
 
 if __name__ == "__main__":

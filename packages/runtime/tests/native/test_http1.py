@@ -402,3 +402,19 @@ async def test_a_response_field_with_a_line_break_is_never_sent(
         assert response.status == 500
         assert b"set-cookie" not in response.headers
         assert b"x-evil" not in response.headers
+
+
+async def test_the_same_head_twice_frames_each_body_anew() -> None:
+    """Identical heads parse to the same result (the server keeps it); each request's body
+    framing still starts from scratch."""
+    async with native(gated_app(GatedEcho()), limits=LIMITS) as srv:
+        head = request_head("POST", ECHO, [*JSON, ("Transfer-Encoding", "chunked")])
+        for _ in range(2):
+            async with raw_h1(srv.port) as conn:
+                for text in ("first", "second, longer"):
+                    body = json.dumps({"text": text}).encode()
+                    await conn.send(head + chunked(body[:5], body[5:]))
+                    conn.expect()
+                    response = await conn.response()
+                    assert response.status == 200
+                    assert response.json["text"] == text

@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,7 +118,7 @@ class _Server:
         tick = min(1.0, max(0.005, min(limits.header_timeout, limits.idle_timeout) / 10))
         while True:
             await anyio.sleep(tick)
-            now = anyio.current_time()
+            now = time.monotonic()
             for conn in list(self._connections):
                 if conn.deadline <= now:
                     conn.expire()

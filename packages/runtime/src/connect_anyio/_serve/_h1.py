@@ -17,6 +17,7 @@ import contextlib
 import http
 import math
 import re
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import anyio
@@ -117,8 +118,8 @@ class H1Connection:
         self._closing = False
         self._scope: anyio.CancelScope | None = None
         self.deadline = math.inf
-        """When the head being waited for must be complete (``expire`` ends the connection
-        past it); infinite while a request is served."""
+        """When (``time.monotonic``) the head being waited for must be complete (``expire``
+        ends the connection past it); infinite while a request is served."""
         # The request body being read.
         self._body = _NO_BODY
         self._remaining = 0
@@ -147,9 +148,11 @@ class H1Connection:
         timeout counts from the moment the connection was accepted).
         """
         self._buf = initial
+        # Deadlines are kept on the monotonic clock (cheaper than the event loop's).
         if head_deadline is None:
-            head_deadline = anyio.current_time() + self._limits.header_timeout
-        self.deadline = head_deadline
+            self.deadline = monotonic() + self._limits.header_timeout
+        else:
+            self.deadline = monotonic() + (head_deadline - anyio.current_time())
         with anyio.CancelScope() as scope:
             self._scope = scope
             if self._closing:
@@ -162,9 +165,9 @@ class H1Connection:
         while not self._closing:
             if not first:
                 if self._buf:
-                    self.deadline = anyio.current_time() + limits.header_timeout
+                    self.deadline = monotonic() + limits.header_timeout
                 else:
-                    self.deadline = anyio.current_time() + limits.idle_timeout
+                    self.deadline = monotonic() + limits.idle_timeout
             first = False
             try:
                 request = await self._read_head()
@@ -229,7 +232,7 @@ class H1Connection:
                 raise _BadRequest(400, "malformed request head (bare LF)")
             scanned = max(0, len(buf) - 3)
             if buf and self.deadline == math.inf:
-                self.deadline = anyio.current_time() + self._limits.header_timeout
+                self.deadline = monotonic() + self._limits.header_timeout
             had = len(buf)
             if not await self._fill():
                 if had:
@@ -237,78 +240,28 @@ class H1Connection:
                 return None
             if not had:
                 # The first byte of a head: from now on the header timeout counts.
-                self.deadline = min(
-                    self.deadline, anyio.current_time() + self._limits.header_timeout
-                )
+                self.deadline = min(self.deadline, monotonic() + self._limits.header_timeout)
 
     def _parse_head(self, head: bytes) -> _Head:
-        """Parses a request head (ending with CRLF, without the blank line)."""
-        line_end = head.index(b"\r\n")
-        match = _REQUEST_LINE.fullmatch(head, 0, line_end)
-        if match is None:
-            raise _BadRequest(400, "malformed request line")
-        method, target, major, minor = match.groups()
-        if major != b"1" or minor not in (b"0", b"1"):
-            raise _BadRequest(505, "HTTP version not supported")
-        http10 = minor == b"0"
-        fields_start = line_end + 2
-        if _FIELDS.fullmatch(head, fields_start) is None:
-            raise _BadRequest(400, "malformed header field")
-        headers: RawHeaders = []
-        append = headers.append
-        content_length: bytes | None = None
-        transfer_encoding: bytes | None = None
-        hosts = 0
-        keep_alive = not http10
-        expect_continue = False
-        for name, value in _FIELD_RE.findall(head, fields_start):
-            name = name.lower()
-            append((name, value))
-            if name == b"content-length":
-                if content_length is not None and value != content_length:
-                    raise _BadRequest(400, "conflicting Content-Length")
-                content_length = value
-            elif name == b"transfer-encoding":
-                transfer_encoding = (
-                    value if transfer_encoding is None else transfer_encoding + b"," + value
-                )
-            elif name == b"host":
-                hosts += 1
-            elif name == b"connection":
-                # (HTTP/1.0 keep-alive is not offered: such connections close.)
-                if b"close" in (t.strip() for t in value.lower().split(b",")):
-                    keep_alive = False
-            elif name == b"expect":
-                expect_continue = value.lower() == b"100-continue"
-        if not http10 and hosts != 1:
-            raise _BadRequest(400, "missing Host header" if not hosts else "several Host headers")
-        if transfer_encoding is not None:
-            if http10:
-                raise _BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if content_length is not None:
-                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
-            if transfer_encoding.strip(b" \t").lower() != b"chunked":
-                raise _BadRequest(501, "only Transfer-Encoding: chunked is supported")
-            self._body = _CHUNKED
+        """Parses a request head (ending with CRLF, without the blank line) and sets up
+        reading its body."""
+        parsed = _HEADS.get(head)
+        if parsed is None:
+            parsed = _parse(head)
+            if len(head) <= _HEAD_CACHE_BYTES:
+                if len(_HEADS) >= _HEAD_CACHE_SIZE:
+                    _HEADS.clear()
+                _HEADS[head] = parsed
+        method, target, headers, version, keep_alive, expect_continue, body, length = parsed
+        self._body = body
+        if body == _LENGTH:
+            self._remaining = length
+        elif body == _CHUNKED:
             self._chunk_state = _CHUNK_HEAD
             self._trailer_bytes = 0
-        elif content_length is not None:
-            if _DIGITS.fullmatch(content_length) is None:
-                raise _BadRequest(400, "malformed Content-Length")
-            self._remaining = int(content_length)
-            self._body = _LENGTH if self._remaining else _NO_BODY
-        else:
-            self._body = _NO_BODY
         self._body_broken = False
         self._body_seen = False
-        return _Head(
-            method.decode("ascii"),
-            target,
-            headers,
-            "1.0" if http10 else "1.1",
-            keep_alive,
-            expect_continue and not http10 and self._body != _NO_BODY,
-        )
+        return _Head(method, target, list(headers), version, keep_alive, expect_continue)
 
     async def _read_body(self) -> bytes:
         """The next piece of the request body; ``b""`` at its end. Raises ``_BadBody`` for
@@ -463,6 +416,85 @@ class H1Connection:
         except (TimeoutError, _ConnectionGone, _BadBody):
             return False
         return True
+
+
+_Parsed = tuple[str, bytes, tuple[tuple[bytes, bytes], ...], str, bool, bool, int, int]
+"""method, target, headers, version, keep-alive, expects 100-continue, body framing, length"""
+_HEADS: dict[bytes, _Parsed] = {}
+"""Heads parsed lately, by their bytes: clients tend to send the same few heads again
+and again, and parsing the same bytes gives the same result."""
+_HEAD_CACHE_SIZE = 256
+_HEAD_CACHE_BYTES = 2048
+
+
+def _parse(head: bytes) -> _Parsed:
+    """Parses a request head (ending with CRLF, without the blank line); raises
+    ``_BadRequest`` for a head to refuse."""
+    line_end = head.index(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    if match is None:
+        raise _BadRequest(400, "malformed request line")
+    method, target, major, minor = match.groups()
+    if major != b"1" or minor not in (b"0", b"1"):
+        raise _BadRequest(505, "HTTP version not supported")
+    http10 = minor == b"0"
+    fields_start = line_end + 2
+    if _FIELDS.fullmatch(head, fields_start) is None:
+        raise _BadRequest(400, "malformed header field")
+    headers: RawHeaders = []
+    append = headers.append
+    content_length: bytes | None = None
+    transfer_encoding: bytes | None = None
+    hosts = 0
+    keep_alive = not http10
+    expect_continue = False
+    for name, value in _FIELD_RE.findall(head, fields_start):
+        name = name.lower()
+        append((name, value))
+        if name == b"content-length":
+            if content_length is not None and value != content_length:
+                raise _BadRequest(400, "conflicting Content-Length")
+            content_length = value
+        elif name == b"transfer-encoding":
+            transfer_encoding = (
+                value if transfer_encoding is None else transfer_encoding + b"," + value
+            )
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            # (HTTP/1.0 keep-alive is not offered: such connections close.)
+            if b"close" in (t.strip() for t in value.lower().split(b",")):
+                keep_alive = False
+        elif name == b"expect":
+            expect_continue = value.lower() == b"100-continue"
+    if not http10 and hosts != 1:
+        raise _BadRequest(400, "missing Host header" if not hosts else "several Host headers")
+    length = 0
+    if transfer_encoding is not None:
+        if http10:
+            raise _BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if content_length is not None:
+            raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+        if transfer_encoding.strip(b" \t").lower() != b"chunked":
+            raise _BadRequest(501, "only Transfer-Encoding: chunked is supported")
+        body = _CHUNKED
+    elif content_length is not None:
+        if _DIGITS.fullmatch(content_length) is None:
+            raise _BadRequest(400, "malformed Content-Length")
+        length = int(content_length)
+        body = _LENGTH if length else _NO_BODY
+    else:
+        body = _NO_BODY
+    return (
+        method.decode("ascii"),
+        target,
+        tuple(headers),
+        "1.0" if http10 else "1.1",
+        keep_alive,
+        expect_continue and not http10 and body != _NO_BODY,
+        body,
+        length,
+    )
 
 
 class _Head:

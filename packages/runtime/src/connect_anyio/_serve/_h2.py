@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import anyio
@@ -62,8 +63,8 @@ class H2ServerConnection:
         self._ready: list[H2Stream] = []
         self._shutdown = anyio.Event()
         self.deadline = math.inf
-        """When the connection, idle since, is closed (``expire``); infinite while a stream
-        is open."""
+        """When (``time.monotonic``) the connection, idle since, is closed (``expire``);
+        infinite while a stream is open."""
 
     @property
     def busy(self) -> bool:
@@ -93,7 +94,7 @@ class H2ServerConnection:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             await conn.start()
-            self.deadline = anyio.current_time() + self._limits.idle_timeout
+            self.deadline = monotonic() + self._limits.idle_timeout
             tg.start_soon(self._goaway_on_shutdown)
             await self._read([], initial)
 
@@ -181,7 +182,7 @@ class H2ServerConnection:
             conn.forget(stream)
             self._active -= 1
             if self._active == 0:
-                self.deadline = anyio.current_time() + self._limits.idle_timeout
+                self.deadline = monotonic() + self._limits.idle_timeout
                 if conn.goaway_sent:
                     with anyio.CancelScope(shield=True):
                         await conn.aclose()
