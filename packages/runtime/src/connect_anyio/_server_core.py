@@ -646,22 +646,17 @@ class _Call:
         call: a deadline, or the watcher (which, started in the middle of a send,
         shields that send itself, see ``start_watching``).
         """
-        call, ctx = self.call, self.ctx
-        encode = call.encode_message
+        encode = self.call.encode_message
         send_body = self.io.send_body
-        responses = self.route.call(request, ctx)
+        timed = self.deadline != math.inf
+        responses = self.route.call(request, self.ctx)
         try:
             async for message in responses:
                 data = encode(message)
                 if shield is None:
-                    if self.started:
-                        await send_body(data, False)
-                    else:
-                        await self._send_first(data)
-                elif self.watching or self.deadline != math.inf:
-                    if self.gone or (
-                        self.deadline != math.inf and anyio.current_time() >= self.deadline
-                    ):
+                    pass
+                elif self.watching or timed:
+                    if self.gone or (timed and anyio.current_time() >= self.deadline):
                         # Cancelled already: this send, too, gets its whole grace period.
                         shield.deadline = anyio.current_time() + SEND_GRACE_SECONDS
                     shield.shield = True
@@ -672,6 +667,7 @@ class _Call:
                             await self._send_first(data)
                     finally:
                         shield.shield = False
+                    continue
                 else:
                     # Nothing can cancel this send unless it waits and the watcher starts.
                     self.sending = True
@@ -684,6 +680,11 @@ class _Call:
                         self.sending = False
                         if shield.shield:
                             shield.shield = False
+                    continue
+                if self.started:
+                    await send_body(data, False)
+                else:
+                    await self._send_first(data)
         finally:
             try:
                 aclose = getattr(responses, "aclose", None)
