@@ -9,8 +9,6 @@ here, once.
 from __future__ import annotations
 
 import contextlib
-import dis
-import inspect
 import logging
 import math
 import types
@@ -27,7 +25,7 @@ from . import _protocol_grpc as grpc
 from .code import Code
 from .codec import Codec, proto_binary_codec, proto_json_codec
 from .errors import ConnectError
-from .interceptor import compose
+from .interceptor import compose, never_waits
 from .method import IdempotencyLevel, StreamType
 from .request import Headers, RequestContext
 
@@ -180,40 +178,6 @@ def build_routes(
             never_waits=not sync and endpoint.stream_type is StreamType.UNARY and never_waits(call),
         )
     return routes
-
-
-_SUSPENDING_OPS = frozenset(
-    {
-        "GET_AWAITABLE",
-        "GET_AITER",
-        "GET_ANEXT",
-        "END_ASYNC_FOR",
-        "BEFORE_ASYNC_WITH",
-        "SETUP_ASYNC_WITH",
-        "SEND",
-        "YIELD_VALUE",
-        "ASYNC_GEN_WRAP",
-    }
-)
-"""Opcodes of ``await``, ``async for`` and ``async with``: the only ways a coroutine suspends."""
-
-
-def never_waits(fn: Any) -> bool:
-    """Whether ``fn`` is an ``async def`` (function or bound method) whose code, nested code
-    included, has no suspension point. Its coroutine then runs to the end in one step, so
-    nothing (deadline, client gone) can cancel it halfway: the call needs no watcher.
-    Anything else (interceptor chains, partials, callable objects) may wait."""
-    func = getattr(fn, "__func__", fn)
-    code = getattr(func, "__code__", None)
-    if not isinstance(code, types.CodeType) or not code.co_flags & inspect.CO_COROUTINE:
-        return False
-    return not _may_suspend(code)
-
-
-def _may_suspend(code: types.CodeType) -> bool:
-    if any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code)):
-        return True
-    return any(_may_suspend(c) for c in code.co_consts if isinstance(c, types.CodeType))
 
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]

@@ -31,7 +31,10 @@ __all__ = [
     "UnaryInterceptorSync",
 ]
 
+import dis
 import functools
+import inspect
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -190,9 +193,45 @@ _SYNC_METHOD = {
 }
 
 
+_SUSPENDING_OPS = frozenset(
+    {
+        "GET_AWAITABLE",
+        "GET_AITER",
+        "GET_ANEXT",
+        "END_ASYNC_FOR",
+        "BEFORE_ASYNC_WITH",
+        "SETUP_ASYNC_WITH",
+        "SEND",
+        "YIELD_VALUE",
+        "ASYNC_GEN_WRAP",
+    }
+)
+"""Opcodes of ``await``, ``async for`` and ``async with``: the only ways a coroutine suspends."""
+
+
+def never_waits(fn: Any) -> bool:
+    """Whether ``fn`` is an ``async def`` (function or bound method) whose code, nested code
+    included, has no suspension point. Its coroutine then runs to the end in one step, so
+    nothing (deadline, client gone) can cancel it halfway: the call needs no watcher.
+    Anything else (interceptor chains, partials, callable objects) may wait."""
+    func = getattr(fn, "__func__", fn)
+    code = getattr(func, "__code__", None)
+    if not isinstance(code, types.CodeType) or not code.co_flags & inspect.CO_COROUTINE:
+        return False
+    return not _may_suspend(code)
+
+
+def _may_suspend(code: types.CodeType) -> bool:
+    if any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code)):
+        return True
+    return any(_may_suspend(c) for c in code.co_consts if isinstance(c, types.CodeType))
+
+
 def _metadata_async(interceptor: Any, stream_type: StreamType, call_next: Any) -> Any:
     on_start = interceptor.on_start
     on_end = interceptor.on_end
+    # An on_end that never waits cannot be cancelled: it needs no shield.
+    shield = None if never_waits(on_end) else True
     if stream_type.streams_responses:
 
         async def stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
@@ -201,8 +240,11 @@ def _metadata_async(interceptor: Any, stream_type: StreamType, call_next: Any) -
                 async for item in call_next(request, ctx):
                     yield item
             finally:
-                with anyio.CancelScope(shield=True):
+                if shield is None:
                     await on_end(token, ctx)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await on_end(token, ctx)
 
         return stream
 
@@ -211,8 +253,11 @@ def _metadata_async(interceptor: Any, stream_type: StreamType, call_next: Any) -
         try:
             return await call_next(request, ctx)
         finally:
-            with anyio.CancelScope(shield=True):
+            if shield is None:
                 await on_end(token, ctx)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await on_end(token, ctx)
 
     return single
 
