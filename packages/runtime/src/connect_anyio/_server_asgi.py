@@ -29,7 +29,14 @@ class ASGIServerIO:
     """One HTTP request seen through ASGI's receive and send callables."""
 
     shield_sends = True
-    """Sends must not be abandoned halfway (see ``_send``)."""
+    """Never cancel a send halfway by our own deadline or disconnect watch: a server may
+    have encoded the message (HTTP/2 HPACK state included) before it writes it, and a
+    send abandoned in between corrupts the connection for every stream on it
+    (hypercorn's trio worker: COMPRESSION_ERROR). The call runner sees to that: it
+    sends the end of a response where nothing of ours can cancel it, and the messages
+    of a stream shielded, for a grace period. ``send`` raising ``OSError`` (ASGI's
+    sign of a closed connection; hypercorn's TLS close errors too) is ``Disconnected``.
+    """
 
     __slots__ = (
         "_asgi_receive",
@@ -54,22 +61,6 @@ class ASGIServerIO:
             return await self._asgi_receive()
         finally:
             self._receiving = False
-
-    async def _send(self, message: Message) -> None:
-        # Never cancelled halfway by our own deadline or disconnect watch: a server may
-        # have encoded the message (HTTP/2 HPACK state included) before it writes it,
-        # and a send abandoned in between corrupts the connection for every stream on
-        # it (hypercorn's trio worker: COMPRESSION_ERROR). The call runner sees to that
-        # (``shield_sends``): it sends the end of a response where nothing of ours can
-        # cancel it, and the messages of a stream shielded, for a grace period.
-        try:
-            await self._asgi_send(message)
-        except OSError:
-            # The ASGI spec: ``send`` on a closed connection raises an OSError subclass
-            # (hypercorn lets its own TLS close errors out this way too). The client is
-            # gone; nothing more can reach it.
-            self._disconnected = True
-            raise Disconnected from None
 
     async def receive(self) -> bytes:
         receive = self._asgi_receive
@@ -155,7 +146,7 @@ class ASGIServerIO:
             raise Disconnected from None
 
     async def send_body(self, body: bytes, end: bool) -> None:
-        if end and not self._trailers:
+        if end and not (self._trailers or self._body_done or self._disconnected or self._receiving):
             await self.drain()
         message = {"type": "http.response.body", "body": body, "more_body": not end}
         try:
@@ -165,10 +156,14 @@ class ASGIServerIO:
             raise Disconnected from None
 
     async def send_trailers(self, trailers: p.RawHeaders) -> None:
-        await self.drain()
-        await self._send(
-            {"type": "http.response.trailers", "headers": trailers, "more_trailers": False}
-        )
+        if not (self._body_done or self._disconnected or self._receiving):
+            await self.drain()
+        message = {"type": "http.response.trailers", "headers": trailers, "more_trailers": False}
+        try:
+            await self._asgi_send(message)
+        except OSError:
+            self._disconnected = True
+            raise Disconnected from None
 
 
 def _address(pair: Any) -> str | None:
