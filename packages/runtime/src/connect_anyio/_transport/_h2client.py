@@ -507,7 +507,9 @@ class H2ClientConnection:
             body = b""
         self._queue(b"".join(out))
         try:
-            await self._flush()
+            # A whole request need not wait for a write in progress to carry it: the
+            # caller waits for the response next, which cannot come before.
+            await self._flush(wait=not stream.local_closed)
         except BaseException:
             # Cancelled while our headers wait for a write in progress: they will
             # leave with it, so the stream must be reset after them.
