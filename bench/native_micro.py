@@ -42,6 +42,7 @@ _WORKLOADS: dict[str, tuple[bytes, dict[str, str], str, bool]] = {
         _common.STREAM_PATH,
         False,
     ),
+    "stream-grpc": (_common.GRPC_STREAM_BODY, _common.GRPC_HEADERS, _common.STREAM_PATH, False),
 }
 
 

@@ -138,6 +138,8 @@ class H2Stream:
         "_conn",
         "_data",
         "_events",
+        "_out",
+        "_out_size",
         "error",
         "headers",
         "id",
@@ -149,6 +151,9 @@ class H2Stream:
 
     def __init__(self, conn: H2Connection, stream_id: int) -> None:
         self._conn = conn
+        self._out: list[bytes] = []
+        """Data sent with ``flush=False``, not yet framed (it fits the window)."""
+        self._out_size = 0
         self.id = stream_id
         self.headers: RawHeaders | None = None
         self.trailers: RawHeaders | None = None
@@ -221,6 +226,8 @@ class H2Stream:
         (a peer never sees the headers of a whole response without its body)."""
         conn = self._conn
         self._check()
+        if self._out:
+            self._frame_out()
         if body and len(body) > min(self._window(), conn._h2.max_outbound_frame_size):
             conn._h2.send_headers(self.id, headers)
             await conn._flush()
@@ -233,10 +240,24 @@ class H2Stream:
             self._closed_locally()
         await conn._flush()
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
-        """Sends ``data``, waiting for flow-control window as needed."""
+    async def send_data(self, data: bytes, end_stream: bool = False, flush: bool = True) -> None:
+        """Sends ``data``, waiting for flow-control window as needed.
+
+        ``flush=False``: the data may stay queued (when the window has room for it) and
+        leave with what follows in as few frames as fit; the caller has the connection
+        write it soon (``H2Connection.flush_soon``)."""
         conn = self._conn
         h2conn = conn._h2
+        if not (flush or end_stream) and data and self.error is None:
+            size = self._out_size + len(data)
+            if size <= self._window():
+                self._out.append(data)
+                self._out_size = size
+                conn._unframed[self] = None
+                return
+        if self._out:
+            self._check()
+            self._frame_out()
         view = memoryview(data)
         total = len(data)
         pos = 0
@@ -251,6 +272,7 @@ class H2Stream:
                 return
             window = self._window()
             if window <= 0:
+                await conn._flush()  # the peer needs what we sent to open the window again
                 self.window_waiting = True
                 try:
                     await conn._wait(self, lambda: self._window() > 0 or self.error is not None)
@@ -263,18 +285,46 @@ class H2Stream:
             pos += n
             if end_stream and last:
                 self._closed_locally()
-            await conn._flush()
+            if not last or flush or end_stream:
+                await conn._flush()
             if last:
                 return
 
     async def send_trailers(self, trailers: RawHeaders) -> None:
         await self.send_headers(trailers, end_stream=True)
 
+    def _frame_out(self) -> None:
+        """Hands the queued data to h2 as DATA frames, as far as the window allows (it
+        normally has room for all of it: see ``send_data``)."""
+        out, self._out = self._out, []
+        self._out_size = 0
+        self._conn._unframed.pop(self, None)
+        if self.error is not None:
+            return
+        h2conn = self._conn._h2
+        data = out[0] if len(out) == 1 else b"".join(out)
+        view = memoryview(data)
+        total = len(data)
+        pos = 0
+        max_frame = h2conn.max_outbound_frame_size
+        while pos < total:
+            n = min(total - pos, self._window(), max_frame)
+            if n <= 0:
+                # The peer shrank the window since (SETTINGS): the rest waits for it.
+                self._out = [bytes(view[pos:])]
+                self._out_size = total - pos
+                self._conn._unframed[self] = None
+                return
+            h2conn.send_data(self.id, view[pos : pos + n])
+            pos += n
+
     async def end(self) -> None:
         """Ends our side of the stream."""
         if self.local_closed:
             return
         self._check()
+        if self._out:
+            self._frame_out()
         self._conn._h2.end_stream(self.id)
         self._closed_locally()
         await self._conn._flush()
@@ -339,6 +389,9 @@ class H2Connection:
         self.corked = False
         """While set, writes stay queued (the server's reader sets it while it handles a
         batch of frames and the calls they complete, then writes once)."""
+        self._flush_wanted: anyio.Event | None = None
+        self._unframed: dict[H2Stream, None] = {}
+        """Streams with data sent with ``flush=False`` and not yet framed, in order."""
         self._reading = False
         self._waiters: dict[anyio.Event, None] = {}
         self._conn_waiters: list[anyio.Event] = []
@@ -613,6 +666,8 @@ class H2Connection:
                 stream._wake()
                 self._capacity_changed()
         elif isinstance(event, h2.events.WindowUpdated):
+            if self._unframed:
+                self.flush_soon()
             if event.stream_id == 0:
                 self._wake_window_waiters()
             else:
@@ -652,6 +707,10 @@ class H2Connection:
     def _lost(self, message: str) -> None:
         if self.error is None:
             self.error = ConnectionLost(ErrorCodes.INTERNAL_ERROR, message)
+        for stream in self._unframed:
+            stream._out.clear()
+            stream._out_size = 0
+        self._unframed.clear()
         for stream in self._streams.values():
             if stream.error is None and not (stream.remote_ended and stream.local_closed):
                 stream.error = self.error
@@ -681,13 +740,34 @@ class H2Connection:
 
     # -- writing -----------------------------------------------------------------
 
+    def flush_soon(self) -> None:
+        """Has ``run_writer`` write what is queued once the current task lets it run
+        (it yields or waits): frames queued meanwhile leave in the same write. Without
+        a writer running, nothing happens (the caller flushes itself)."""
+        wanted = self._flush_wanted
+        if wanted is not None and not wanted.is_set():
+            wanted.set()
+
+    async def run_writer(self) -> None:
+        """Writes queued frames whenever ``flush_soon`` asks, until the connection ends
+        (server role: run in the connection's task group)."""
+        while self.error is None:
+            self._flush_wanted = wanted = anyio.Event()
+            await wanted.wait()
+            await self._flush()
+
     async def _flush(self) -> None:
         """Writes whatever h2 has queued, in order. Shielded: a half-written frame
         would break the connection for every stream.
 
         When no write is in progress and the stream can take bytes without waiting
         (``send_nowait``, our server's plain sockets), this neither waits nor yields."""
-        if not self._h2._data_to_send or self.corked:
+        if self.corked:
+            return
+        if self._unframed:
+            for stream in list(self._unframed):
+                stream._frame_out()
+        if not self._h2._data_to_send:
             return
         send_nowait = self._send_nowait
         data = b""
@@ -726,6 +806,9 @@ class H2Connection:
     def _reset_now(self, stream: H2Stream, code: int) -> None:
         """Resets a stream (queues RST_STREAM; ``_flush`` sends it)."""
         self._streams.pop(stream.id, None)
+        stream._out.clear()
+        stream._out_size = 0
+        self._unframed.pop(stream, None)
         if stream.error is None:
             stream.error = StreamError(code, "stream reset")
         # Return the window of data that will now never be read.

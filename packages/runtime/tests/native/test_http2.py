@@ -25,6 +25,7 @@ from native._helpers import (
     WAIT,
     GatedEcho,
     RawH2,
+    envelope,
     gated_app,
     native,
     raw_h1,
@@ -452,3 +453,48 @@ def test_hpack_decoder_cache_decodes_exactly_as_hpack_does() -> None:
         assert ours.decode(block, raw=True) == expected, step
         hits += cached
     assert hits > 100  # the cache was exercised
+
+
+@pytest.mark.parametrize("count", [3, 40])
+async def test_stream_messages_are_written_before_the_handler_waits(count: int) -> None:
+    """Messages of a response stream are queued and written together, but never held back
+    while the handler waits: all of them arrive while it is blocked (40 is more than one
+    batch between the stream's own yields)."""
+    service = GatedEcho()
+    async with native(gated_app(service)) as srv, raw_h2(srv.port) as client:
+        message = {"text": "s", "responseCount": count, "waitForCancel": True, "tag": "held"}
+        stream_id = client.request(
+            SERVICE + "/ServerStream",
+            envelope(message),
+            content_type=b"application/connect+json",
+        )
+        await client.flush()
+
+        def received() -> int:
+            return len(_envelopes(client.body(stream_id)))
+
+        with anyio.fail_after(WAIT):
+            while received() < count:
+                # Read without answering anything (no WINDOW_UPDATE): a frame from us would
+                # make the server's reader write what is queued; this test is about the
+                # messages being written without that.
+                data = await client.stream.receive()
+                client.events.extend(client.h2.receive_data(data))
+        assert service.active == 1  # still blocked on its gate
+        assert not client.of(stream_id, h2.events.StreamEnded)
+        service.release("held")
+        await client.wait_ended(stream_id)
+        frames = _envelopes(client.body(stream_id))
+        assert [flags for flags, _ in frames] == [0] * count + [2]
+        assert [json.loads(m).get("index", 0) for _, m in frames[:-1]] == list(range(count))
+
+
+def _envelopes(data: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    while len(data) >= 5:
+        size = int.from_bytes(data[1:5], "big")
+        if len(data) < 5 + size:
+            break
+        out.append((data[0], data[5 : 5 + size]))
+        data = data[5 + size :]
+    return out

@@ -96,6 +96,7 @@ class H2ServerConnection:
             await conn.start()
             self.deadline = monotonic() + self._limits.idle_timeout
             tg.start_soon(self._goaway_on_shutdown)
+            tg.start_soon(conn.run_writer)
             await self._read([], initial)
 
     def _on_request(self, stream: H2Stream) -> None:
@@ -148,7 +149,7 @@ class H2ServerConnection:
 
     async def _handle(self, stream: H2Stream) -> None:
         conn = self._conn
-        io = H2ServerIO(stream)
+        io = H2ServerIO(stream, conn)
         try:
             pseudo, regular = strip_pseudo(stream.headers or [])
             authority = pseudo.get(b":authority")
@@ -204,14 +205,21 @@ class _Handoff:
         self._conn._take_over_reading(self._ready[self._start :])
 
 
+_YIELD_EVERY = 16
+"""A response stream yields to other tasks (and its queued messages are written) after
+this many messages, if nothing made it wait before."""
+
+
 class H2ServerIO:
     """``ServerIO`` for one HTTP/2 stream."""
 
-    __slots__ = ("_stream", "_trailers", "done", "started")
+    __slots__ = ("_conn", "_sent", "_stream", "_trailers", "done", "started")
 
-    def __init__(self, stream: H2Stream) -> None:
+    def __init__(self, stream: H2Stream, conn: H2Connection) -> None:
         self._stream = stream
+        self._conn = conn
         self._trailers = False
+        self._sent = 0
         self.started = False
         self.done = False
 
@@ -239,13 +247,18 @@ class H2ServerIO:
         finish = end and not self._trailers
         try:
             if body or finish:
-                await self._stream.send_data(body, end_stream=finish)
+                # Messages of a stream are written together: the connection's writer
+                # takes whatever is queued when this task next yields or waits.
+                await self._stream.send_data(body, end_stream=finish, flush=end)
         except StreamError:
             raise Disconnected from None
         self.done = finish
         if not end:
-            # A stream of sends that never wait would never let anything else run.
-            await anyio.lowlevel.checkpoint()
+            self._conn.flush_soon()
+            self._sent += 1
+            if self._sent % _YIELD_EVERY == 0:
+                # A stream of sends that never wait would never let anything else run.
+                await anyio.lowlevel.checkpoint()
 
     async def send_trailers(self, trailers: RawHeaders) -> None:
         try:
