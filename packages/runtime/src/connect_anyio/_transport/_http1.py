@@ -51,15 +51,30 @@ _UNSAFE_VALUE = re.compile(rb"[\x00\r\n]")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
-_VALID_NAMES: set[bytes] = set()
-"""Header names already checked (the same few names come with every call)."""
-
 # Body framing of a response.
 _NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
 
 
 def _protocol_error(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(message)
+
+
+_LINES: dict[tuple[bytes, bytes], bytes] = {}
+"""Header lines already checked and formatted (most fields repeat with every call)."""
+_MAX_CACHED = 4096
+
+
+def _line(field: tuple[bytes, bytes]) -> bytes:
+    name, value = field
+    if not _TOKEN.fullmatch(name):
+        raise LocalProtocolError(f"invalid header name {name[:100]!r}")
+    if _UNSAFE_VALUE.search(value):
+        raise LocalProtocolError("invalid header value (line break or NUL)")
+    line = b"%s: %s\r\n" % field
+    if len(_LINES) >= _MAX_CACHED:
+        _LINES.clear()
+    _LINES[field] = line
+    return line
 
 
 def request_head(
@@ -70,18 +85,79 @@ def request_head(
     t = target.encode("ascii", "replace")
     if not _TOKEN.fullmatch(m) or not _TARGET.fullmatch(t):
         raise LocalProtocolError(f"invalid request line: {method} {target!r}")
-    for name, _ in headers:
-        if name not in _VALID_NAMES:
-            if not _TOKEN.fullmatch(name):
-                raise LocalProtocolError(f"invalid header name {name[:100]!r}")
-            if len(_VALID_NAMES) < 1024:
-                _VALID_NAMES.add(name)
-    if _UNSAFE_VALUE.search(b"".join([v for _, v in headers])):
-        raise LocalProtocolError("invalid header value (line break or NUL)")
     lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (m, t, host)]
-    lines += [b"%s: %s\r\n" % pair for pair in headers]
+    cached = _LINES.get
+    lines.extend([cached(field) or _line(field) for field in headers])
     lines.append(framing)
     return b"".join(lines)
+
+
+_Head = tuple[int, tuple[tuple[bytes, bytes], ...], bool, "int | None", bool]
+_HEADS: dict[bytes, _Head] = {}
+"""Response heads already parsed: a server answers every call with the same few
+(until its Date header changes), so most heads cost one lookup."""
+
+
+def parse_head(head: bytes) -> _Head:
+    """Status, fields, keep-alive, Content-Length and chunked of a response head (without
+    its blank line); a malformed head raises ``RemoteProtocolError``."""
+    if b"\x00" in head:
+        raise _protocol_error("NUL in response head")
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") == crlf and head.count(b"\r") == crlf:
+        lines = head.split(b"\r\n")
+    else:
+        lines = _LINE_END.split(head)
+        if any(b"\r" in line for line in lines):
+            raise _protocol_error("bare CR in response head")
+    version, _, rest = lines[0].partition(b" ")
+    code = rest[:3]
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+        or rest[3:4] not in (b"", b" ")
+    ):
+        raise _protocol_error(f"malformed status line {lines[0][:100]!r}")
+    status = int(code)
+    headers: RawHeaders = []
+    length: int | None = None
+    chunked = False
+    keep_alive = version == b"HTTP/1.1"
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            # obs-fold: a continuation of the previous value (RFC 9112 5.2).
+            if not headers:
+                raise _protocol_error("response head starts with a continuation line")
+            name, value = headers[-1]
+            headers[-1] = (name, (value + b" " + line.strip(b" \t")).strip(b" "))
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _protocol_error(f"malformed header line {line[:100]!r}")
+        name = name.lower()
+        value = value.strip(b" \t")
+        headers.append((name, value))
+        if name == b"content-length":
+            for part in value.split(b","):
+                part = part.strip(b" \t")
+                if not part.isdigit() or (length is not None and int(part) != length):
+                    raise _protocol_error(f"invalid content-length {value[:100]!r}")
+                length = int(part)
+        elif name == b"transfer-encoding":
+            codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+            if codings != [b"chunked"] or chunked:
+                raise _protocol_error(f"unsupported transfer-encoding {value[:100]!r}")
+            chunked = True
+        elif name == b"connection" and b"close" in [
+            t.strip(b" \t").lower() for t in value.split(b",")
+        ]:
+            keep_alive = False
+    if status == 101:
+        raise _protocol_error("unexpected 101 Switching Protocols")
+    if chunked and length is not None and status >= 200:
+        raise _protocol_error("both content-length and transfer-encoding")
+    return status, tuple(headers), keep_alive, length, chunked
 
 
 class _Connection:
@@ -90,6 +166,7 @@ class _Connection:
     __slots__ = (
         "_buffer",
         "_framing",
+        "_poll",
         "_remaining",
         "_sock",
         "_stream",
@@ -102,6 +179,10 @@ class _Connection:
         self._stream = stream
         self.origin = origin
         self._sock: Any = stream.extra(SocketAttribute.raw_socket, None)
+        self._poll: Any = None
+        if self._sock is not None and hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(self._sock, select.POLLIN)
         self._buffer = b""
         self._framing = _DONE
         self._remaining = 0
@@ -113,14 +194,16 @@ class _Connection:
         nothing since (bytes, or the end of the connection, mean it is leaving)."""
         if self._buffer:
             return False
-        sock = self._sock
-        if sock is None:
-            return True
+        poll = self._poll
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            if poll is not None:
+                return not poll.poll(0)
+            if self._sock is not None:
+                readable, _, _ = select.select([self._sock], [], [], 0)
+                return not readable
         except (OSError, ValueError):
             return False
-        return not readable
+        return True
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -182,60 +265,17 @@ class _Connection:
                 return status, headers
 
     def _parse_head(self, head: bytes, method: str) -> tuple[int, RawHeaders]:
-        if b"\x00" in head:
-            raise _protocol_error("NUL in response head")
-        lines = _LINE_END.split(head)
-        version, _, rest = lines[0].partition(b" ")
-        code = rest[:3]
-        if (
-            version not in (b"HTTP/1.1", b"HTTP/1.0")
-            or len(code) != 3
-            or not code.isdigit()
-            or rest[3:4] not in (b"", b" ")
-        ):
-            raise _protocol_error(f"malformed status line {lines[0][:100]!r}")
-        status = int(code)
-        headers: RawHeaders = []
-        length: int | None = None
-        chunked = False
-        keep_alive = version == b"HTTP/1.1"
-        for line in lines[1:]:
-            if b"\r" in line:
-                raise _protocol_error("bare CR in response head")
-            if line[:1] in (b" ", b"\t"):
-                # obs-fold: a continuation of the previous value (RFC 9112 5.2).
-                if not headers:
-                    raise _protocol_error("response head starts with a continuation line")
-                name, value = headers[-1]
-                headers[-1] = (name, (value + b" " + line.strip(b" \t")).strip(b" "))
-                continue
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
-                raise _protocol_error(f"malformed header line {line[:100]!r}")
-            name = name.lower()
-            value = value.strip(b" \t")
-            headers.append((name, value))
-            if name == b"content-length":
-                for part in value.split(b","):
-                    part = part.strip(b" \t")
-                    if not part.isdigit() or (length is not None and int(part) != length):
-                        raise _protocol_error(f"invalid content-length {value[:100]!r}")
-                    length = int(part)
-            elif name == b"transfer-encoding":
-                codings = [c.strip(b" \t").lower() for c in value.split(b",")]
-                if codings != [b"chunked"] or chunked:
-                    raise _protocol_error(f"unsupported transfer-encoding {value[:100]!r}")
-                chunked = True
-            elif name == b"connection" and b"close" in [
-                t.strip(b" \t").lower() for t in value.split(b",")
-            ]:
-                keep_alive = False
+        parsed = _HEADS.get(head)
+        if parsed is None:
+            parsed = parse_head(head)
+            if len(head) <= 4096:
+                if len(_HEADS) >= 256:
+                    _HEADS.clear()
+                _HEADS[head] = parsed
+        status, fields, keep_alive, length, chunked = parsed
+        headers = list(fields)
         if status < 200:
-            if status == 101:
-                raise _protocol_error("unexpected 101 Switching Protocols")
             return status, headers
-        if chunked and length is not None:
-            raise _protocol_error("both content-length and transfer-encoding")
         self.keep_alive = keep_alive
         if status in (204, 304) or method == "HEAD":
             self._framing = _DONE
