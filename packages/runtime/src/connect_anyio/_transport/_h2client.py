@@ -963,6 +963,14 @@ def _trailers(fields: RawHeaders) -> RawHeaders:
     return fields
 
 
+_GOOD_NAMES: set[bytes] = set()
+"""Response header names already checked (the same few come with every response)."""
+
+
 def _check_name(name: bytes) -> None:
+    if name in _GOOD_NAMES:
+        return
     if not name or name in _CONNECTION_SPECIFIC or name.lower() != name:
         raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, f"malformed header name {name!r}")
+    if len(_GOOD_NAMES) < 1024:
+        _GOOD_NAMES.add(name)
