@@ -89,12 +89,26 @@ def _code_name(code: int) -> str:
         return str(code)
 
 
-def _readable(sock: Any) -> bool:
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True  # closed or broken: reading says how
-    return bool(readable)
+class _Readable:
+    """Whether a socket has something to read (bytes or its end), without waiting."""
+
+    __slots__ = ("_poll", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._poll: Any = None
+        if hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+
+    def __call__(self) -> bool:
+        try:
+            if self._poll is not None:
+                return bool(self._poll.poll(0))
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True  # closed or broken: reading says how
+        return bool(readable)
 
 
 def _reason(e: BaseException) -> str:
@@ -365,7 +379,8 @@ class H2ClientConnection:
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
     ) -> None:
         self._stream = stream
-        self._sock = stream.extra(SocketAttribute.raw_socket, None)
+        sock = stream.extra(SocketAttribute.raw_socket, None)
+        self._readable = _Readable(sock) if sock is not None else None
         self._streams: dict[int, ClientStream] = {}
         self._next_id = 1
         self._active = 0
@@ -569,11 +584,12 @@ class H2ClientConnection:
     async def catch_up(self) -> None:
         """Takes in what the server sent while no one was reading (an idle connection):
         a GOAWAY or a close (idle timeout) retires the connection before it is reused."""
-        if self._reading or self.error is not None or self._sock is None:
+        readable = self._readable
+        if self._reading or self.error is not None or readable is None:
             return
         self._reading = True
         try:
-            while self.error is None and _readable(self._sock):
+            while self.error is None and readable():
                 # Readable: the bytes (or the end) are there; a TLS record cut in two
                 # needs its rest, which is on its way, so the wait is short and bounded.
                 with anyio.move_on_after(1.0) as scope:
