@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import anyio
 import hpack
 import pytest
-from _support.service import EchoRequest, EchoResponse
+from _support.service import EchoRequest, EchoResponse, echo_app
 from anyio.abc import SocketAttribute, SocketStream
 from connectanyio.testing.v1 import testing_connect
+from e2e._servers import custom_server
 from e2e._wire import Waitable, settle
 from h2.errors import ErrorCodes
 from hpack.table import HeaderTable
@@ -594,3 +595,21 @@ async def test_the_decoder_cache_follows_the_dynamic_table() -> None:
         block = server.encode(headers)
         expected = [(n, v) for n, v in reference.decode(block, raw=True)]
         assert ours.decode(block) == expected == headers
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "native"])
+async def test_large_unary_bodies_both_ways(server: str) -> None:
+    """A request body beyond the initial windows (sent as they open) and a response
+    beyond them (windows given back as it is read), over a real server."""
+    payload = os.urandom(300 * 1024)  # incompressible
+    async with (
+        custom_server(echo_app(), server=server) as srv,
+        h2() as http,
+        # Uncompressed both ways: the sizes on the wire are the sizes in the messages.
+        Client(srv.url, http_client=http, send_compression=None, accept_compression=()) as client,
+    ):
+        with anyio.fail_after(20):
+            for _ in range(2):
+                request = EchoRequest(text="big", payload=payload, response_payload_size=3_000_000)
+                response = await client.echo_post(request)
+                assert (response.text, len(response.payload)) == ("big", 3_000_000)

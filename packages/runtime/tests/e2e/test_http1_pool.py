@@ -11,6 +11,7 @@ cannot carry never leaves, and a request the server dropped is not sent again.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -514,3 +515,24 @@ async def test_a_request_http1_cannot_carry_never_leaves(headers: dict[str, str]
         assert server.requests == []
         # The pool is intact: a good request goes through.
         assert (await client.echo(EchoRequest(text="x"))).text == "good"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_large_unary_bodies_both_ways(server: str) -> None:
+    """A request body above the one-write size and a response over several reads."""
+    payload = os.urandom(300 * 1024)  # incompressible
+    async with (
+        custom_server(echo_app(), server=server) as srv,
+        relay(srv.port) as wire,
+        http1() as http,
+        # Uncompressed both ways: the sizes on the wire are the sizes in the messages.
+        Client(wire.url, http_client=http, send_compression=None, accept_compression=()) as client,
+    ):
+        with anyio.fail_after(20):
+            for _ in range(2):
+                request = EchoRequest(text="big", payload=payload, response_payload_size=500_000)
+                response = await client.echo_post(request)
+                assert (response.text, len(response.payload)) == ("big", 500_000)
+        assert wire.accepted == 1
+        assert wire.upstream_bytes > 2 * len(payload)
+        assert wire.downstream_bytes > 2 * 500_000
