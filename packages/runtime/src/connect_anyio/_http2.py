@@ -632,7 +632,7 @@ class H2Connection:
                     with contextlib.suppress(h2.exceptions.ProtocolError):
                         self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                     return
-                if request_header_error(event.headers) is not None:
+                if _request_error_cached(event.headers) is not None:
                     with contextlib.suppress(h2.exceptions.ProtocolError):
                         self._h2.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
                     return
@@ -932,6 +932,25 @@ def request_header_error(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     if host is not None and authority is not None and host != authority:
         return "host differs from :authority"
     return None
+
+
+_CHECKED: dict[tuple[tuple[bytes, bytes], ...], str | None] = {}
+
+
+def _request_error_cached(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """``request_header_error``, remembered for the header lists seen lately (a client
+    sends the same few again and again; HPACK's cache hands them out as equal lists)."""
+    key = tuple(headers)
+    try:
+        return _CHECKED[key]
+    except KeyError:
+        pass
+    error = request_header_error(key)
+    if len(_CHECKED) >= 256:
+        _CHECKED.clear()
+    if sum(len(k) + len(v) for k, v in key) <= 2048:
+        _CHECKED[key] = error
+    return error
 
 
 def trailer_error(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
