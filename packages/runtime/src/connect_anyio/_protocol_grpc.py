@@ -283,6 +283,17 @@ def classify(content_type: str) -> tuple[bool, str] | None:
 # client
 
 
+_CONTENT_TYPES: dict[tuple[bool, str], bytes] = {}
+
+
+def _request_content_type(web: bool, codec_name: str) -> bytes:
+    found = _CONTENT_TYPES.get((web, codec_name))
+    if found is None:
+        prefix = "application/grpc-web+" if web else "application/grpc+"
+        found = _CONTENT_TYPES[web, codec_name] = (prefix + codec_name).encode()
+    return found
+
+
 class GRPCClientCall(p.ClientCall):
     """A gRPC or gRPC-Web call on the client; unary calls are streams of one."""
 
@@ -320,8 +331,7 @@ class GRPCClientCall(p.ClientCall):
         self._web_trailers: p.RawHeaders | None = None
 
     def _request(self, body: bytes | None) -> p.ClientRequest:
-        prefix = "application/grpc-web+" if self.web else "application/grpc+"
-        raw: p.RawHeaders = [(b"content-type", (prefix + self.codec.name()).encode())]
+        raw: p.RawHeaders = [(b"content-type", _request_content_type(self.web, self.codec.name()))]
         if not self.web:
             raw.append((b"te", b"trailers"))
         if self._timeout_ms is not None:
@@ -433,6 +443,9 @@ class GRPCClientCall(p.ClientCall):
                     metadata=self._meta(),
                 )
             self.response_trailers = Headers._from_wire(raw)
+        status = self.response_trailers._get_lower("grpc-status")
+        if status is not None and status.strip() == "0":
+            return []  # OK: no error, so no metadata to attach to one
         error = error_from_status(self.response_trailers, self._meta())
         if error is not None:
             raise error
