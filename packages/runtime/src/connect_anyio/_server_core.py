@@ -421,6 +421,7 @@ class _Call:
         "shield",
         "started",
         "tg",
+        "watch_scope",
         "watching",
     )
 
@@ -444,6 +445,7 @@ class _Call:
         self.shield: anyio.CancelScope | None = None
         self.started = False
         self.sending = False
+        self.watch_scope: anyio.CancelScope | None = None
 
     def start_watching(self) -> None:
         if not self.watching:
@@ -455,9 +457,19 @@ class _Call:
             self.tg.start_soon(self._watch)
 
     async def _watch(self) -> None:
-        with contextlib.suppress(Disconnected):
-            await self.io.wait_disconnect()
-        self.client_gone()
+        with anyio.CancelScope() as self.watch_scope:
+            with contextlib.suppress(Disconnected):
+                await self.io.wait_disconnect()
+            self.client_gone()
+
+    def _stop_watching(self) -> None:
+        """Ends the watcher (or the pump): only its own scope when it has started, so the
+        call's task, about to leave the task group, is not disturbed."""
+        if self.watch_scope is not None:
+            self.watch_scope.cancel()
+        else:
+            assert self.scope is not None
+            self.scope.cancel()
 
     def client_gone(self) -> None:
         """The client left: cancel the call (a send in flight gets its grace period)."""
@@ -547,7 +559,7 @@ class _Call:
                 error = _as_connect_error(e, route)
             finished = True
             if self.watching:
-                scope.cancel()
+                self._stop_watching()
         if self.gone:
             return
         if not finished:
@@ -589,7 +601,7 @@ class _Call:
                 error = _as_connect_error(e, route)
             finished = True
             if self.watching:
-                scope.cancel()
+                self._stop_watching()
         if self.gone:
             return
         if not finished:
