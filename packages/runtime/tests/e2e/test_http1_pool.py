@@ -21,6 +21,7 @@ import anyio
 import pytest
 from _support.servers import SERVERS
 from _support.service import EchoRequest, EchoResponse, EchoServiceImpl, echo_app
+from _support.tls import TLSFiles
 from anyio.abc import SocketAttribute, SocketStream
 from connectanyio.testing.v1 import testing_connect
 from e2e._servers import custom_server
@@ -536,3 +537,73 @@ async def test_large_unary_bodies_both_ways(server: str) -> None:
         assert wire.accepted == 1
         assert wire.upstream_bytes > 2 * len(payload)
         assert wire.downstream_bytes > 2 * 500_000
+
+
+@asynccontextmanager
+async def gated_proxy(
+    target: int, gate: anyio.Event
+) -> AsyncIterator[tuple[int, Waitable, list[bool]]]:
+    """A TCP proxy that holds each connection until ``gate`` is set; yields its port, a
+    Waitable that changes on every accept and end, and per connection whether the
+    client has gone."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    changes = Waitable()
+    gone: list[bool] = []
+
+    async def pump(source: SocketStream, sink: SocketStream) -> None:
+        with suppress(
+            anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+        ):
+            while True:
+                await sink.send(await source.receive())
+
+    async def handle(client: SocketStream) -> None:
+        index = len(gone)
+        gone.append(False)
+        changes.changed()
+        async with client:
+            await gate.wait()
+            server = await anyio.connect_tcp("127.0.0.1", target)
+            async with server, anyio.create_task_group() as tg:
+                tg.start_soon(pump, server, client)
+                await pump(client, server)
+                tg.cancel_scope.cancel()
+        gone[index] = True
+        changes.changed()
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        try:
+            yield listener.extra(SocketAttribute.local_port), changes, gone
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("version", [HTTPVersion.HTTP1, HTTPVersion.HTTP2])
+async def test_aclose_while_a_call_connects(version: HTTPVersion, tls_files: TLSFiles) -> None:
+    """The TLS handshake is held up; the HTTP client is closed meanwhile: once the
+    handshake completes, the call fails as unavailable and the connection is closed,
+    not left in a pool nobody will close."""
+    gate = anyio.Event()
+    async with (
+        custom_server(echo_app(), server="native", tls=tls_files) as srv,
+        gated_proxy(srv.port, gate) as (port, changes, gone),
+    ):
+        http = HTTPClient(http_version=version, ssl_context=tls_files.client_context())
+        client = Client(f"https://127.0.0.1:{port}", http_client=http)
+        errors: list[ConnectError] = []
+
+        async def call() -> None:
+            try:
+                await client.echo(EchoRequest(text="x"))
+            except ConnectError as e:
+                errors.append(e)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await changes.wait_for(lambda: len(gone) == 1)
+                await http.aclose()
+                gate.set()
+            assert [e.code for e in errors] == [Code.UNAVAILABLE]
+            await changes.wait_for(lambda: gone == [True])

@@ -82,6 +82,13 @@ class LocalProtocolError(Exception):
     """A request that HTTP/1.1 cannot carry (a header value with a line break, say)."""
 
 
+class ClosedDuringConnect(Exception):
+    """The HTTP client was closed while a call was connecting."""
+
+    def __init__(self) -> None:
+        super().__init__("the HTTP client was closed")
+
+
 class _UserError(Exception):
     """Carries an exception raised by the caller's request iterator through the HTTP library."""
 
@@ -114,6 +121,7 @@ async def guard_body(body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
 
 
 _NETWORK_ERRORS = (
+    ClosedDuringConnect,
     RemoteProtocolError,
     LocalProtocolError,
     OSError,

@@ -33,7 +33,14 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSStream
 
-from . import LocalProtocolError, Origin, RemoteProtocolError, guard_body, map_errors
+from . import (
+    ClosedDuringConnect,
+    LocalProtocolError,
+    Origin,
+    RemoteProtocolError,
+    guard_body,
+    map_errors,
+)
 
 if TYPE_CHECKING:
     from .._protocol import ClientRequest, RawHeaders
@@ -441,6 +448,8 @@ class HTTP1Transport:
         self._waiters: deque[anyio.Event] = deque()
         self._next_prune = 0.0
         self._hosts: dict[Origin, bytes] = {}
+        self._closes = 0
+        """How many times ``aclose`` ran (a connect that straddles one is dropped)."""
 
     # -- the pool -----------------------------------------------------------------------
 
@@ -483,6 +492,7 @@ class HTTP1Transport:
 
     async def _open(self, origin: Origin) -> _Connection:
         self._opening += 1
+        closes = self._closes
         try:
             stream = await self._connect(origin)
         except BaseException:
@@ -490,6 +500,10 @@ class HTTP1Transport:
             self._wake()
             raise
         self._opening -= 1
+        if closes != self._closes:
+            # aclose() ran while we connected: this connection is not the pool's.
+            await anyio.aclose_forcefully(stream)
+            raise ClosedDuringConnect
         conn = _Connection(stream, origin)
         self._connections.add(conn)
         return conn
@@ -610,6 +624,7 @@ class HTTP1Transport:
 
     async def aclose(self) -> None:
         """Closes every connection, idle or in use (a call in flight fails as unavailable)."""
+        self._closes += 1
         connections = list(self._connections)
         self._connections.clear()
         self._idle.clear()

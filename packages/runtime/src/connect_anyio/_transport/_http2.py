@@ -15,7 +15,7 @@ from .._http2 import ConnectionLost, StreamError
 from .._tls import wrap_tls
 from ..code import Code
 from ..errors import ConnectError
-from . import Origin, _UserError, guard_body, map_errors
+from . import ClosedDuringConnect, Origin, _UserError, guard_body, map_errors
 from ._h2client import ClientStream, H2ClientConnection
 
 if TYPE_CHECKING:
@@ -211,6 +211,11 @@ class HTTP2Transport:
                             return conn
                     if len([c for c in pool if c.accepting]) < self._max_per_origin:
                         conn = await self._connect(origin)
+                        if self._pools.get(origin) is not pool:
+                            # aclose() ran while we connected: not the pool's connection.
+                            await conn.aclose()
+                            with map_errors():
+                                raise ClosedDuringConnect
                         pool.append(conn)
                         return conn
             busy = [c for c in pool if c.accepting]
