@@ -38,8 +38,13 @@ class HTTPClient:
     ``http_version`` picks HTTP/1.1, HTTP/2 (h2c prior knowledge on ``http://``)
     or, the default, HTTP/1.1 on ``http://`` and ALPN's choice on ``https://``.
     ``ssl_context`` sets TLS (custom CA, client certificate); see ``tls_context``.
+    HTTP/1.1 carries one call per connection: concurrent calls open up to
+    ``max_connections`` connections in all (then wait for one), and an idle
+    connection is closed after ``keepalive_expiry`` seconds (``None``: never).
+    HTTP/2 carries many calls per connection (up to the server's stream limit,
+    then more connections, at most 8 per server).
     Close it with ``aclose()`` or ``async with``; a client that creates its own
-    closes it with itself.
+    closes it with itself; calls in flight then fail as ``unavailable``.
     """
 
     def __init__(
