@@ -1,41 +1,38 @@
-"""One HTTP/2 connection engine on ``h2`` over an anyio byte stream, for both roles.
+"""The native server's HTTP/2 connection: frames, HPACK, flow control and streams.
 
-The client and the native server share it: frame pump, flow control both ways,
-stream bookkeeping, RST_STREAM and GOAWAY.
+Our own implementation of the server side of RFC 9113 over an anyio byte
+stream (``h2`` cost more than half of the server's time on h2c; the client has
+its own connection in ``_transport._h2client``). It reads and writes frames
+itself, decodes header blocks with ``hpack`` (behind a cache) and encodes them
+without the dynamic table, so an encoding depends on nothing but the fields.
 
-Reading needs no background task. Whoever waits for something on a stream
-reads the socket on behalf of everyone while no one else does ("reader
-election"); the others sleep on their own stream's event and are woken when a
-frame concerns them, or when the reader leaves and one of them must take over.
-The server reads in tasks of its own instead (``receive_bytes``, ``process``,
-with writes ``corked`` while it handles a batch; see ``_serve._h2``).
+The server reads in tasks of its own (``receive_bytes`` then ``process``, with
+writes ``corked`` while it handles a batch; see ``_serve._h2``): a call waiting
+on a stream never reads. Writes are queued as frames and serialized; a write
+the socket takes at once (``send_nowait``) needs no lock, and a write is
+shielded (a half-written frame would break every stream).
 
-Writes are serialized and shielded; on a stream that can take bytes without
-waiting (``send_nowait``) a write that needs no waiting also needs no lock.
-
-Memory stays bounded: a stream buffers at most its flow-control window, and
-window updates go out only as the application consumes data.
+Flow control both ways: a stream buffers at most its receive window (1 MiB; 16
+MiB for the connection), and window updates go out as the application consumes
+data, so a slow reader bounds what the peer can send. A malformed request or a
+stream-level violation resets that stream; a connection-level one ends the
+connection with GOAWAY and the error code RFC 9113 names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import select
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
 import hpack
-from anyio.abc import ByteStream, SocketAttribute
+from anyio.abc import ByteStream
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hpack.table import HeaderTable
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -44,40 +41,89 @@ DEFAULT_STREAM_WINDOW = 1 << 20
 DEFAULT_CONNECTION_WINDOW = 16 << 20
 """Receive window of the whole connection, across streams."""
 DEFAULT_MAX_FRAME = 1 << 16
+"""The largest frame we accept (SETTINGS_MAX_FRAME_SIZE)."""
 READ_SIZE = 1 << 16
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+_MAX_WINDOW = 2**31 - 1
+_MAX_HEADER_BLOCK = 1 << 20
+"""The largest encoded header block (HEADERS and CONTINUATION frames) buffered."""
+
+# Frame types and flags (RFC 9113, 6).
+_DATA = 0x0
+_HEADERS = 0x1
+_PRIORITY = 0x2
+_RST_STREAM = 0x3
+_SETTINGS = 0x4
+_PUSH_PROMISE = 0x5
+_PING = 0x6
+_GOAWAY = 0x7
+_WINDOW_UPDATE = 0x8
+_CONTINUATION = 0x9
+_END_STREAM = 0x1
+_ACK = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+_PRIORITY_FLAG = 0x20
+_SELF_DEPENDENT = 0x100
+"""Not a flag on the wire: a HEADERS frame whose priority names its own stream."""
+
+# Settings (RFC 9113, 6.5.2).
+_HEADER_TABLE_SIZE = 0x1
+_ENABLE_PUSH = 0x2
+_MAX_CONCURRENT_STREAMS = 0x3
+_INITIAL_WINDOW_SIZE = 0x4
+_MAX_FRAME_SIZE = 0x5
+_MAX_HEADER_LIST_SIZE = 0x6
+
+_FRAME_HEAD = struct.Struct(">HBBBL")
+"""length (high 16 bits), length (low 8 bits), type, flags, stream id"""
+_U32 = struct.Struct(">L")
+_SETTING = struct.Struct(">HL")
+_GOAWAY_HEAD = struct.Struct(">LL")
 
 
-class _H2(h2.connection.H2Connection):
-    """``h2`` with the graceful GOAWAY that HTTP/2 specifies.
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    size = len(payload)
+    return _FRAME_HEAD.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
 
-    ``h2`` treats a GOAWAY, sent or received, as the end of the connection: every
-    later frame either way is a protocol error, and on receipt whatever was queued
-    to send is dropped. HTTP/2 (RFC 9113, 6.8) lets the streams up to the GOAWAY's
-    last stream id run to completion. Here a graceful GOAWAY changes no state;
-    refusing the streams above that id is ``H2Connection``'s job. A GOAWAY with an
-    error code still ends the connection as ``h2`` has it.
-    """
 
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
-        if frame.error_code:
-            return super()._receive_goaway_frame(frame)
-        event = h2.events.ConnectionTerminated()
-        event.error_code = ErrorCodes.NO_ERROR
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
+class StreamError(Exception):
+    """The stream is gone: reset by the peer (``code``), or its connection failed."""
 
-    def send_graceful_goaway(self, last_stream_id: int) -> None:
-        """Queues GOAWAY(NO_ERROR, ``last_stream_id``); the connection stays usable."""
-        frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=0)
-        self._prepare_for_sending([frame])
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConnectionLost(StreamError):
+    """The connection ended before the stream did."""
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _StreamReset(Exception):
+    """A stream error: that stream is reset with ``code``."""
+
+    def __init__(self, stream_id: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.code = code
+
+
+# ---------------------------------------------------------------------------
+# HPACK
 
 
 class _Decoder(hpack.Decoder):
     """``hpack``'s decoder that remembers the blocks that leave the dynamic table as it
     was: such a block decodes to the same headers for as long as the table does not
-    change, and a peer sending the same requests (or responses) over and over sends
-    the same few blocks once its table is warm.
+    change, and a peer sending the same requests over and over sends the same few
+    blocks once its table is warm.
 
     Any change to the table puts a new entry object at its front, or changes its
     length, size or maximum size; the cache holds for one such state at a time.
@@ -119,16 +165,65 @@ class _Decoder(hpack.Decoder):
         return headers
 
 
-class StreamError(Exception):
-    """The stream is gone: reset by the peer (``code``), or its connection failed."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+_STATIC = HeaderTable.STATIC_TABLE
+_STATIC_FIELD = {field: i + 1 for i, field in reversed(list(enumerate(_STATIC)))}
+_STATIC_NAME = {name: i + 1 for i, (name, _) in reversed(list(enumerate(_STATIC)))}
 
 
-class ConnectionLost(StreamError):
-    """The connection ended before the stream did."""
+def _integer(value: int, prefix_bits: int, first: int) -> bytes:
+    """An HPACK integer (RFC 7541, 5.1) whose first byte carries ``first``'s high bits."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(name: bytes, value: bytes) -> bytes:
+    """One field: indexed if the static table has it whole, else a literal without
+    indexing (with the static table's name where it has the name)."""
+    index = _STATIC_FIELD.get((name, value))
+    if index is not None:
+        return _integer(index, 7, 0x80)
+    index = _STATIC_NAME.get(name)
+    head = (
+        _integer(index, 4, 0x00)
+        if index is not None
+        else b"\x00" + _integer(len(name), 7, 0) + name
+    )
+    return head + _integer(len(value), 7, 0) + value
+
+
+class _Encoder:
+    """Encodes header lists without the dynamic table (it announces a table of size 0
+    in its first block), so a list's encoding is computed once and reused."""
+
+    def __init__(self) -> None:
+        self._first = True
+        self._cache: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+
+    def encode(self, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+        key = tuple(headers)
+        block = self._cache.get(key)
+        if block is None:
+            block = b"".join([_field(name, value) for name, value in key])
+            if len(block) <= 1024:
+                if len(self._cache) >= 256:
+                    self._cache.clear()
+                self._cache[key] = block
+        if self._first:
+            self._first = False
+            return b"\x20" + block  # dynamic table size update: 0
+        return block
+
+
+# ---------------------------------------------------------------------------
+# streams
 
 
 class H2Stream:
@@ -136,10 +231,15 @@ class H2Stream:
 
     __slots__ = (
         "_conn",
+        "_content_length",
         "_data",
         "_events",
         "_out",
         "_out_size",
+        "_received",
+        "_recv_unacked",
+        "_recv_window",
+        "_send_window",
         "error",
         "headers",
         "id",
@@ -151,9 +251,6 @@ class H2Stream:
 
     def __init__(self, conn: H2Connection, stream_id: int) -> None:
         self._conn = conn
-        self._out: list[bytes] = []
-        """Data sent with ``flush=False``, not yet framed (it fits the window)."""
-        self._out_size = 0
         self.id = stream_id
         self.headers: RawHeaders | None = None
         self.trailers: RawHeaders | None = None
@@ -163,21 +260,43 @@ class H2Stream:
         self.error: StreamError | None = None
         self._events: list[anyio.Event] = []
         self.window_waiting = False
+        self._send_window = conn._peer_initial_window
+        self._recv_window = conn._stream_window
+        self._recv_unacked = 0
+        self._content_length = -1
+        self._received = 0
+        self._out: list[bytes] = []
+        """Data sent with ``flush=False``, not yet framed (it fits the window)."""
+        self._out_size = 0
 
     def _wake(self) -> None:
         events = self._events
         if events:
             self._events = []
-            waiters = self._conn._waiters
             for event in events:
-                waiters.pop(event, None)
                 event.set()
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        conn = self._conn
+        while not ready():
+            if conn.error is not None:
+                if self.error is None:
+                    self.error = conn.error
+                return
+            event = anyio.Event()
+            self._events.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                with contextlib.suppress(ValueError):
+                    self._events.remove(event)
+                raise
 
     # -- receiving -------------------------------------------------------------
 
     async def receive_headers(self) -> RawHeaders:
-        """The peer's headers (a response, or on the server side the request)."""
-        await self._conn._wait(self, lambda: self.headers is not None or self.error is not None)
+        """The request headers."""
+        await self._wait(lambda: self.headers is not None or self.error is not None)
         if self.headers is None:
             assert self.error is not None
             raise self.error
@@ -185,14 +304,15 @@ class H2Stream:
 
     async def receive_data(self) -> bytes:
         """The next chunk of the body; ``b""`` once the peer ended the stream."""
-        conn = self._conn
-        await conn._wait(
-            self, lambda: bool(self._data) or self.remote_ended or self.error is not None
-        )
+        if not self._data and not self.remote_ended and self.error is None:
+            await self._wait(
+                lambda: bool(self._data) or self.remote_ended or self.error is not None
+            )
         if self._data:
             data, flow = self._data.popleft()
             if flow:
-                conn._ack(self.id, flow)
+                conn = self._conn
+                conn._consumed(self, flow)
                 await conn._flush()
             return data
         if self.error is not None and not self.remote_ended:
@@ -207,16 +327,18 @@ class H2Stream:
     @property
     def receive_window(self) -> int:
         """What the peer may still send on this stream before the application consumes more."""
-        try:
-            return int(self._conn._h2.remote_flow_control_window(self.id))
-        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError, KeyError):
+        if self.remote_ended or self.error is not None:
             return 0
+        return self._recv_window
 
     async def wait_reset(self) -> None:
         """Returns once the stream is reset or its connection is lost."""
-        await self._conn._wait(self, lambda: self.error is not None)
+        await self._wait(lambda: self.error is not None)
 
     # -- sending ---------------------------------------------------------------
+
+    def _window(self) -> int:
+        return min(self._send_window, self._conn._send_window)
 
     async def send_headers(
         self, headers: RawHeaders, end_stream: bool = False, body: bytes = b""
@@ -228,17 +350,29 @@ class H2Stream:
         self._check()
         if self._out:
             self._frame_out()
-        if body and len(body) > min(self._window(), conn._h2.max_outbound_frame_size):
-            conn._h2.send_headers(self.id, headers)
+        if body and len(body) > min(self._window(), conn._peer_max_frame):
+            conn._queue_headers(self.id, headers, False)
             await conn._flush()
             await self.send_data(body, end_stream=end_stream)
             return
-        conn._h2.send_headers(self.id, headers, end_stream=end_stream and not body)
+        conn._queue_headers(self.id, headers, end_stream and not body)
         if body:
-            conn._h2.send_data(self.id, body, end_stream=end_stream)
+            self._queue_data(body, end_stream)
         if end_stream:
             self._closed_locally()
         await conn._flush()
+
+    def _queue_data(self, data: bytes | memoryview, end_stream: bool) -> None:
+        """Queues one DATA frame (it fits the window and the peer's frame size)."""
+        size = len(data)
+        self._send_window -= size
+        self._conn._send_window -= size
+        self._conn._out.append(
+            _FRAME_HEAD.pack(
+                size >> 8, size & 0xFF, _DATA, _END_STREAM if end_stream else 0, self.id
+            )
+        )
+        self._conn._out.append(bytes(data) if type(data) is not bytes else data)
 
     async def send_data(self, data: bytes, end_stream: bool = False, flush: bool = True) -> None:
         """Sends ``data``, waiting for flow-control window as needed.
@@ -247,7 +381,6 @@ class H2Stream:
         leave with what follows in as few frames as fit; the caller has the connection
         write it soon (``H2Connection.flush_soon``)."""
         conn = self._conn
-        h2conn = conn._h2
         if not (flush or end_stream) and data and self.error is None:
             size = self._out_size + len(data)
             if size <= self._window():
@@ -266,7 +399,7 @@ class H2Stream:
             remaining = total - pos
             if remaining == 0:
                 if end_stream:
-                    h2conn.end_stream(self.id)
+                    conn._out.append(_frame(_DATA, _END_STREAM, self.id))
                     self._closed_locally()
                     await conn._flush()
                 return
@@ -275,13 +408,13 @@ class H2Stream:
                 await conn._flush()  # the peer needs what we sent to open the window again
                 self.window_waiting = True
                 try:
-                    await conn._wait(self, lambda: self._window() > 0 or self.error is not None)
+                    await self._wait(lambda: self._window() > 0 or self.error is not None)
                 finally:
                     self.window_waiting = False
                 continue
-            n = min(remaining, window, h2conn.max_outbound_frame_size)
+            n = min(remaining, window, conn._peer_max_frame)
             last = pos + n == total
-            h2conn.send_data(self.id, view[pos : pos + n], end_stream=end_stream and last)
+            self._queue_data(view[pos : pos + n], end_stream and last)
             pos += n
             if end_stream and last:
                 self._closed_locally()
@@ -290,33 +423,33 @@ class H2Stream:
             if last:
                 return
 
-    async def send_trailers(self, trailers: RawHeaders) -> None:
-        await self.send_headers(trailers, end_stream=True)
-
     def _frame_out(self) -> None:
-        """Hands the queued data to h2 as DATA frames, as far as the window allows (it
-        normally has room for all of it: see ``send_data``)."""
+        """Queues the data sent with ``flush=False`` as DATA frames, as far as the window
+        allows (it normally has room for all of it: see ``send_data``)."""
         out, self._out = self._out, []
         self._out_size = 0
-        self._conn._unframed.pop(self, None)
+        conn = self._conn
+        conn._unframed.pop(self, None)
         if self.error is not None:
             return
-        h2conn = self._conn._h2
         data = out[0] if len(out) == 1 else b"".join(out)
         view = memoryview(data)
         total = len(data)
         pos = 0
-        max_frame = h2conn.max_outbound_frame_size
+        max_frame = conn._peer_max_frame
         while pos < total:
             n = min(total - pos, self._window(), max_frame)
             if n <= 0:
                 # The peer shrank the window since (SETTINGS): the rest waits for it.
                 self._out = [bytes(view[pos:])]
                 self._out_size = total - pos
-                self._conn._unframed[self] = None
+                conn._unframed[self] = None
                 return
-            h2conn.send_data(self.id, view[pos : pos + n])
+            self._queue_data(view[pos : pos + n] if n < total else data, False)
             pos += n
+
+    async def send_trailers(self, trailers: RawHeaders) -> None:
+        await self.send_headers(trailers, end_stream=True)
 
     async def end(self) -> None:
         """Ends our side of the stream."""
@@ -325,24 +458,19 @@ class H2Stream:
         self._check()
         if self._out:
             self._frame_out()
-        self._conn._h2.end_stream(self.id)
+        self._conn._out.append(_frame(_DATA, _END_STREAM, self.id))
         self._closed_locally()
         await self._conn._flush()
 
     async def reset(self, code: int = ErrorCodes.CANCEL) -> None:
         """Aborts the stream (RST_STREAM); harmless if it already ended."""
-        await self._conn._reset(self, code)
+        self._conn._reset_now(self, code)
+        await self._conn._flush()
 
     def _closed_locally(self) -> None:
         self.local_closed = True
         if self.remote_ended:
-            self._conn._capacity_changed()
-
-    def _window(self) -> int:
-        try:
-            return self._conn._h2.local_flow_control_window(self.id)
-        except (h2.exceptions.StreamClosedError, KeyError):
-            return 0
+            self._conn._maybe_forget(self)
 
     def _check(self) -> None:
         if self.error is not None:
@@ -354,90 +482,84 @@ class H2Stream:
         return (self.remote_ended and self.local_closed) or self.error is not None
 
 
+# ---------------------------------------------------------------------------
+# the connection
+
+
 class H2Connection:
-    """An HTTP/2 connection in either role over an established byte stream."""
+    """The server side of an HTTP/2 connection over an established byte stream."""
 
     def __init__(
         self,
         stream: ByteStream,
         *,
-        client: bool,
+        client: bool = False,
         max_concurrent_streams: int | None = None,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
         max_header_list_size: int | None = None,
         on_request: Callable[[H2Stream], None] | None = None,
     ) -> None:
+        if client:
+            raise ValueError("H2Connection is the server side; clients use _transport._h2client")
+        self.client = False
         self._stream = stream
-        self.client = client
-        config = h2.config.H2Configuration(
-            client_side=client,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            # The server checks request headers itself (``request_header_error``): in one
-            # pass instead of h2's chain of generators, and a malformed request resets
-            # its stream (RFC 9113, 8.1.1) instead of failing the whole connection.
-            validate_inbound_headers=client,
-        )
-        self._h2 = _H2(config=config)
-        self._h2.decoder = _Decoder()
-        self._h2.decoder.max_header_list_size = self._h2.DEFAULT_MAX_HEADER_LIST_SIZE
         self._streams: dict[int, H2Stream] = {}
         self._write_lock = anyio.Lock(fast_acquire=True)
         self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
+        self._out: list[bytes] = []
+        """Frames queued for the next write."""
         self.corked = False
         """While set, writes stay queued (the server's reader sets it while it handles a
         batch of frames and the calls they complete, then writes once)."""
         self._flush_wanted: anyio.Event | None = None
         self._unframed: dict[H2Stream, None] = {}
         """Streams with data sent with ``flush=False`` and not yet framed, in order."""
-        self._reading = False
-        self._waiters: dict[anyio.Event, None] = {}
-        self._conn_waiters: list[anyio.Event] = []
         self._on_request = on_request
         self.error: StreamError | None = None
         self.goaway_received = False
         self.goaway_sent = False
         self.last_stream_id: int | None = None
-        settings: dict[h2.settings.SettingCodes, int] = {
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: DEFAULT_MAX_FRAME,
-        }
-        if client:
-            settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
-        if max_concurrent_streams is not None:
-            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
-        if max_header_list_size is not None:
-            settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = max_header_list_size
-        self._h2.local_settings = h2.settings.Settings(client=client, initial_values=settings)
-        self._settings = settings
-        # Server role: we refuse streams beyond our limit ourselves (see ``start``).
-        self._max_inbound_streams = None if client else max_concurrent_streams
-        # h2 derives these limits from the settings it was built with and updates them only
-        # when a settings change is acknowledged; ours are initial values, so apply them now
-        # (else a peer's frames above 16 KiB, which our SETTINGS allow, are a FRAME_SIZE_ERROR).
-        self._h2.max_inbound_frame_size = self._h2.local_settings.max_frame_size
-        if max_header_list_size is not None:
-            self._h2.decoder.max_header_list_size = max_header_list_size
+        self._goaway_last_sent = 0
+        self._write_failed = False
+        # Ours.
+        self._max_streams = max_concurrent_streams
+        self._stream_window = stream_window
         self._connection_window = connection_window
+        self._max_header_list = max_header_list_size
+        self._recv_window = 65535
+        self._recv_unacked = 0
+        self._decoder = _Decoder()
+        self._decoder.max_header_list_size = max_header_list_size or 1 << 16
+        self._encoder = _Encoder()
+        # The peer's.
+        self._peer_initial_window = 65535
+        self._peer_max_frame = 16384
+        self._send_window = 65535
+        # Reading.
+        self._buf = b""
+        self._preface = False
+        self._settings_seen = False
+        self._highest = 0
+        self._headers_pending: tuple[int, int, list[bytes], int] | None = None
+        """A header block still waiting for CONTINUATION: stream, flags, fragments, size."""
 
     async def start(self) -> None:
-        """Sends the preface and our settings."""
-        self._h2.initiate_connection()
-        if self._max_inbound_streams is not None:
-            # Our SETTINGS (queued above) advertise the limit; h2 itself would answer a
-            # stream beyond it by ending the whole connection (TooManyStreamsError), where
-            # RFC 9113 5.1.2 allows refusing just that stream. So h2 gets no limit and
-            # ``_dispatch`` refuses extra streams with REFUSED_STREAM (safe to retry).
-            unlimited = {
-                **self._settings,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**31 - 1,
-            }
-            self._h2.local_settings = h2.settings.Settings(client=False, initial_values=unlimited)
+        """Sends our settings (and the connection window beyond the default)."""
+        settings = [
+            (_INITIAL_WINDOW_SIZE, self._stream_window),
+            (_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME),
+        ]
+        if self._max_streams is not None:
+            settings.append((_MAX_CONCURRENT_STREAMS, self._max_streams))
+        if self._max_header_list is not None:
+            settings.append((_MAX_HEADER_LIST_SIZE, self._max_header_list))
+        payload = b"".join(_SETTING.pack(key, value) for key, value in settings)
+        self._out.append(_frame(_SETTINGS, 0, 0, payload))
         extra = self._connection_window - 65535
         if extra > 0:
-            self._h2.increment_flow_control_window(extra)
+            self._recv_window += extra
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, _U32.pack(extra)))
         await self._flush()
 
     # -- state ----------------------------------------------------------------
@@ -445,10 +567,6 @@ class H2Connection:
     @property
     def open_streams(self) -> int:
         return len(self._streams)
-
-    @property
-    def max_outbound_streams(self) -> int:
-        return int(self._h2.remote_settings.max_concurrent_streams)
 
     @property
     def accepting(self) -> bool:
@@ -460,122 +578,22 @@ class H2Connection:
         """Bytes received on all streams and not yet taken by the application."""
         return sum(stream.buffered for stream in self._streams.values())
 
-    def has_capacity(self) -> bool:
-        return self.accepting and self._h2.open_outbound_streams < self.max_outbound_streams
-
-    # -- client role -------------------------------------------------------------
-
-    async def open_stream(self, headers: RawHeaders, end_stream: bool = False) -> H2Stream:
-        """Starts a request stream (client role)."""
-        if not self.accepting:
-            raise self.error or ConnectionLost(ErrorCodes.REFUSED_STREAM, "connection is closing")
-        stream_id = self._h2.get_next_available_stream_id()
-        stream = H2Stream(self, stream_id)
-        self._streams[stream_id] = stream
-        try:
-            self._h2.send_headers(stream_id, headers, end_stream=end_stream)
-        except BaseException:
-            self._streams.pop(stream_id, None)
-            raise
-        stream.local_closed = end_stream
-        await self._flush()
-        return stream
-
-    async def catch_up(self) -> None:
-        """Takes in what the peer sent while no one was reading (client role, idle).
-
-        A client connection is read only while a call waits on it, so an idle one
-        misses the server's GOAWAY or close (an idle timeout, say) until the next call
-        fails on it. Called before reusing an idle connection: whatever the socket
-        holds is read now, so a connection the server has left is not reused.
-        """
-        if self._reading or self.error is not None:
-            return
-        sock = self._stream.extra(SocketAttribute.raw_socket, None)
-        if sock is None:
-            return
-        self._reading = True
-        try:
-            while self.error is None and _readable(sock):
-                # Readable: the bytes (or the end) are there; a TLS record cut in two
-                # needs its rest, which is on its way, so the wait is short and bounded.
-                with anyio.move_on_after(_CATCH_UP_TIMEOUT) as scope:
-                    await self._read_once()
-                if scope.cancelled_caught:
-                    self._lost("connection stalled in the middle of a frame")
-        finally:
-            self._reading = False
-            self._hand_off()
-
-    async def wait_capacity(self) -> None:
-        """Waits until a stream may be opened (or the connection stops accepting)."""
-        while self.accepting and not self.has_capacity():
-            event = anyio.Event()
-            self._conn_waiters.append(event)
-            await event.wait()
-
-    # -- server role -------------------------------------------------------------
-
     async def send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
-        """Tells the peer to open no more streams; streams in flight finish."""
+        """Tells the peer to open no more streams; streams in flight finish (a GOAWAY with
+        an error code ends the connection)."""
         if self.goaway_sent or self.error is not None:
             return
-        self.goaway_sent = True
-        last = self._h2.highest_inbound_stream_id if not self.client else 0
-        self._goaway_last_sent = last
-        if code:
-            self._h2.close_connection(error_code=code, last_stream_id=last)
-        else:
-            self._h2.send_graceful_goaway(last)
+        self._queue_goaway(code)
         with contextlib.suppress(Exception):
             await self._flush()
 
+    def _queue_goaway(self, code: int, message: str = "") -> None:
+        self.goaway_sent = True
+        self._goaway_last_sent = self._highest
+        payload = _GOAWAY_HEAD.pack(self._highest, code) + message.encode()[:256]
+        self._out.append(_frame(_GOAWAY, 0, 0, payload))
+
     # -- reading -----------------------------------------------------------------
-
-    async def _wait(self, stream: H2Stream, ready: Callable[[], bool]) -> None:
-        """Waits until ``ready()``, reading the socket if no one else is."""
-        while not ready():
-            if self.error is not None:
-                if stream.error is None:
-                    stream.error = self.error
-                return
-            if not self._reading:
-                self._reading = True
-                try:
-                    while not ready() and self.error is None:
-                        await self._read_once()
-                finally:
-                    self._reading = False
-                    self._hand_off()
-                continue
-            event = anyio.Event()
-            stream._events.append(event)
-            self._waiters[event] = None
-            try:
-                await event.wait()
-            except BaseException:
-                self._waiters.pop(event, None)
-                with contextlib.suppress(ValueError):
-                    stream._events.remove(event)
-                # We may have been chosen to take over reading: pass that on.
-                self._hand_off_if_unread()
-                raise
-
-    def _hand_off_if_unread(self) -> None:
-        if not self._reading:
-            self._hand_off()
-
-    def _hand_off(self) -> None:
-        """The reader left: wake one waiter to take over."""
-        if self._waiters:
-            event = next(iter(self._waiters))
-            del self._waiters[event]
-            event.set()
-
-    async def _read_once(self) -> None:
-        data = await self.receive_bytes()
-        if data:
-            await self.feed(data)
 
     async def receive_bytes(self) -> bytes:
         """The next bytes from the socket; ``b""`` (and the connection lost) at its end."""
@@ -591,118 +609,332 @@ class H2Connection:
             return b""
 
     async def feed(self, data: bytes) -> None:
-        """Processes bytes read from the socket (also those read before this object existed)."""
+        """Processes bytes read from the socket, then writes what that queued."""
         self.process(data)
-        if self.error is not None:
-            with contextlib.suppress(Exception):
-                await self._flush()
-            return
-        await self._flush()
+        with contextlib.suppress(Exception):
+            await self._flush()
 
     def process(self, data: bytes) -> None:
-        """Processes bytes read from the socket without writing anything (``_flush`` writes
-        what it queued); a protocol error loses the connection."""
-        try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            self._lost(f"HTTP/2 protocol error: {e}")
+        """Processes bytes read from the socket without writing anything (``_flush``
+        writes what it queued). A connection error queues GOAWAY and loses the
+        connection; a stream error resets that stream."""
+        if self.error is not None:
             return
-        for event in events:
-            self._dispatch(event)
-
-    def _dispatch(self, event: Any) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            stream = self._streams.get(event.stream_id)
-            if stream is None or stream.error is not None:
-                # Nobody will read it: hand the window back now.
-                if event.flow_controlled_length:
-                    self._ack(event.stream_id, event.flow_controlled_length)
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        size = len(buf)
+        if not self._preface:
+            if size < len(PREFACE):
+                if not PREFACE.startswith(buf):
+                    self._fail(ErrorCodes.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                    return
+                self._buf = buf
                 return
-            stream._data.append((event.data, event.flow_controlled_length))
-            stream._wake()
-        elif isinstance(event, h2.events.ResponseReceived | h2.events.RequestReceived):
-            if isinstance(event, h2.events.RequestReceived):
-                if self.goaway_sent and event.stream_id > self._goaway_last_sent:
-                    # Opened after our GOAWAY: never processed, so safe for the peer to retry.
-                    with contextlib.suppress(h2.exceptions.ProtocolError):
-                        self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+            if not buf.startswith(PREFACE):
+                self._fail(ErrorCodes.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                return
+            self._preface = True
+            pos = len(PREFACE)
+        unpack = _FRAME_HEAD.unpack_from
+        try:
+            while size - pos >= 9:
+                high, low, kind, flags, stream_id = unpack(buf, pos)
+                length = high << 8 | low
+                if length > DEFAULT_MAX_FRAME:
+                    raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "frame too large")
+                end = pos + 9 + length
+                if end > size:
+                    break
+                payload = buf[pos + 9 : end]
+                pos = end
+                stream_id &= 0x7FFFFFFF
+                if not self._settings_seen:
+                    if kind != _SETTINGS or flags & _ACK:
+                        raise _ConnectionError(
+                            ErrorCodes.PROTOCOL_ERROR, "the preface must end with SETTINGS"
+                        )
+                    self._settings_seen = True
+                if self._headers_pending is not None and kind != _CONTINUATION:
+                    raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "CONTINUATION expected")
+                try:
+                    handler = _HANDLERS.get(kind)
+                    if handler is not None:
+                        handler(self, flags, stream_id, payload)
+                except _StreamReset as e:
+                    self._reset_id(e.stream_id, e.code)
+                if self._is_lost():
                     return
-                limit = self._max_inbound_streams
-                if limit is not None and self._open_inbound_streams() >= limit:
-                    with contextlib.suppress(h2.exceptions.ProtocolError):
-                        self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
-                    return
-                if _request_error_cached(event.headers) is not None:
-                    with contextlib.suppress(h2.exceptions.ProtocolError):
-                        self._h2.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
-                    return
-                self._new_inbound(event.stream_id)
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream.headers = list(event.headers)
-                stream._wake()
-                if isinstance(event, h2.events.RequestReceived) and self._on_request is not None:
-                    self._on_request(stream)
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                if not self.client and trailer_error(event.headers) is not None:
-                    self._reset_now(stream, ErrorCodes.PROTOCOL_ERROR)
-                    return
-                stream.trailers = list(event.headers)
-                stream._wake()
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream.remote_ended = True
-                stream._wake()
-                self._maybe_forget(stream)
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self._streams.pop(event.stream_id, None)
-            if stream is not None:
-                stream.error = StreamError(
-                    event.error_code, f"stream reset by peer ({_code_name(event.error_code)})"
+        except _ConnectionError as e:
+            self._fail(e.code, str(e))
+            return
+        self._buf = buf[pos:] if pos < size else b""
+
+    def _is_lost(self) -> bool:
+        return self.error is not None
+
+    def _fail(self, code: int, message: str) -> None:
+        """A connection error: GOAWAY with ``code``, then the connection is lost."""
+        if self.error is None and not self._write_failed:
+            self._queue_goaway(code, message)
+        self._lost(f"HTTP/2 protocol error: {message}")
+
+    # -- frames in ---------------------------------------------------------------
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "DATA on stream 0")
+        flow = len(payload)
+        self._recv_window -= flow
+        if self._recv_window < 0:
+            raise _ConnectionError(ErrorCodes.FLOW_CONTROL_ERROR, "connection window exceeded")
+        data = _unpad(flags, payload)
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.error is not None:
+            # Reset or finished: nobody will read it. Hand the window back now.
+            self._consumed(None, flow)
+            if stream_id > self._highest:
+                raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "DATA on an idle stream")
+            return
+        if stream.remote_ended:
+            self._consumed(None, flow)
+            raise _StreamReset(stream_id, ErrorCodes.STREAM_CLOSED, "DATA after END_STREAM")
+        stream._recv_window -= flow
+        if stream._recv_window < 0:
+            self._consumed(None, flow)
+            raise _StreamReset(stream_id, ErrorCodes.FLOW_CONTROL_ERROR, "stream window exceeded")
+        padding = flow - len(data)
+        if padding:
+            self._consumed(stream, padding)
+        if data:
+            stream._received += len(data)
+            stream._data.append((data, len(data)))
+        if 0 <= stream._content_length < stream._received:
+            raise _StreamReset(
+                stream_id, ErrorCodes.PROTOCOL_ERROR, "more data than content-length"
+            )
+        if flags & _END_STREAM:
+            self._remote_end(stream)
+        stream._wake()
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "HEADERS on stream 0")
+        start = 0
+        end = len(payload)
+        if flags & _PADDED:
+            if not payload:
+                raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "HEADERS too short")
+            start = 1
+            end -= payload[0]
+        if flags & _PRIORITY_FLAG:
+            if end - start < 5:
+                raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "HEADERS too short")
+            depends = _U32.unpack_from(payload, start)[0] & 0x7FFFFFFF
+            start += 5
+            if depends == stream_id:
+                flags |= _SELF_DEPENDENT  # reset once the block is decoded
+        if end < start:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "padding exceeds the frame")
+        fragment = payload[start:end]
+        if flags & _END_HEADERS:
+            self._on_header_block(flags, stream_id, fragment)
+        else:
+            self._headers_pending = (stream_id, flags, [fragment], len(fragment))
+
+    def _on_continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
+        pending = self._headers_pending
+        if pending is None or pending[0] != stream_id:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "unexpected CONTINUATION")
+        first_stream, first_flags, fragments, size = pending
+        size += len(payload)
+        if size > _MAX_HEADER_BLOCK:
+            raise _ConnectionError(ErrorCodes.ENHANCE_YOUR_CALM, "header block too large")
+        fragments.append(payload)
+        if flags & _END_HEADERS:
+            self._headers_pending = None
+            self._on_header_block(first_flags, stream_id, b"".join(fragments))
+        else:
+            self._headers_pending = (first_stream, first_flags, fragments, size)
+
+    def _on_header_block(self, flags: int, stream_id: int, block: bytes) -> None:
+        # Every block is decoded, even one for a stream we refuse: HPACK's state is shared.
+        try:
+            headers = self._decoder.decode(block, raw=True)
+        except hpack.OversizedHeaderListError as e:
+            raise _ConnectionError(
+                ErrorCodes.ENHANCE_YOUR_CALM, f"header list too large: {e}"
+            ) from None
+        except hpack.HPACKError as e:
+            raise _ConnectionError(ErrorCodes.COMPRESSION_ERROR, f"HPACK: {e}") from None
+        if flags & _SELF_DEPENDENT:
+            raise _StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, "depends on itself")
+        end_stream = bool(flags & _END_STREAM)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            # Trailers.
+            if stream.remote_ended:
+                raise _StreamReset(stream_id, ErrorCodes.STREAM_CLOSED, "HEADERS after END_STREAM")
+            if not end_stream:
+                raise _StreamReset(
+                    stream_id, ErrorCodes.PROTOCOL_ERROR, "trailers without END_STREAM"
                 )
-                stream._wake()
-                self._capacity_changed()
-        elif isinstance(event, h2.events.WindowUpdated):
-            if self._unframed:
-                self.flush_soon()
-            if event.stream_id == 0:
-                self._wake_window_waiters()
-            else:
-                stream = self._streams.get(event.stream_id)
-                if stream is not None:
-                    stream._wake()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._wake_window_waiters()
-            self._capacity_changed()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._goaway(event.error_code, event.last_stream_id)
-
-    def _open_inbound_streams(self) -> int:
-        """Streams we accepted that are still open (h2's own count would include the
-        streams of this read that ``_dispatch`` has not reached yet)."""
-        h2_streams = self._h2.streams
-        return sum(
-            1 for i in self._streams if (s := h2_streams.get(i)) is not None and not s.closed
-        )
-
-    def _new_inbound(self, stream_id: int) -> None:
-        if stream_id not in self._streams:
-            self._streams[stream_id] = H2Stream(self, stream_id)
-
-    def _goaway(self, code: int | None, last_stream_id: int | None) -> None:
-        self.goaway_received = True
-        self.last_stream_id = last_stream_id
-        for stream_id, stream in list(self._streams.items()):
-            if last_stream_id is not None and stream_id > last_stream_id:
+            if trailer_error(headers) is not None:
+                raise _StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, "malformed trailers")
+            stream.trailers = list(headers)
+            self._remote_end(stream)
+            stream._wake()
+            return
+        if stream_id <= self._highest:
+            if stream_id % 2 == 0:
+                raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "HEADERS on a server stream id")
+            return  # a stream that is over (reset or finished): ignored
+        if stream_id % 2 == 0:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "even stream id from a client")
+        self._highest = stream_id
+        if self.goaway_sent and stream_id > self._goaway_last_sent:
+            # Opened after our GOAWAY: never processed, so safe for the peer to retry.
+            raise _StreamReset(stream_id, ErrorCodes.REFUSED_STREAM, "after GOAWAY")
+        limit = self._max_streams
+        if limit is not None and len(self._streams) >= limit:
+            raise _StreamReset(stream_id, ErrorCodes.REFUSED_STREAM, "too many streams")
+        if _request_error_cached(headers) is not None:
+            raise _StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, "malformed request")
+        stream = H2Stream(self, stream_id)
+        stream.headers = headers = list(headers)
+        for name, value in headers:
+            if name == b"content-length":
+                stream._content_length = int(value) if value.isdigit() else -1
+                break
+        self._streams[stream_id] = stream
+        if end_stream:
+            if stream._content_length > 0:
                 self._streams.pop(stream_id, None)
-                stream.error = StreamError(ErrorCodes.REFUSED_STREAM, "stream refused by GOAWAY")
-                stream._wake()
+                raise _StreamReset(
+                    stream_id, ErrorCodes.PROTOCOL_ERROR, "less data than content-length"
+                )
+            stream.remote_ended = True
+        if self._on_request is not None:
+            self._on_request(stream)
+
+    def _remote_end(self, stream: H2Stream) -> None:
+        if 0 <= stream._content_length != stream._received:
+            raise _StreamReset(
+                stream.id, ErrorCodes.PROTOCOL_ERROR, "data differs from content-length"
+            )
+        stream.remote_ended = True
+        self._maybe_forget(stream)
+
+    def _on_priority(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "PRIORITY on stream 0")
+        if len(payload) != 5:
+            raise _StreamReset(stream_id, ErrorCodes.FRAME_SIZE_ERROR, "PRIORITY of the wrong size")
+        if _U32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
+            raise _StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, "depends on itself")
+
+    def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
+        if stream_id == 0 or stream_id > self._highest:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        code = _U32.unpack(payload)[0]
+        stream.error = StreamError(code, f"stream reset by peer ({_code_name(code)})")
+        self._drop_out(stream)
+        for _, flow in stream._data:
+            self._consumed(None, flow)
+        stream._data.clear()
+        stream._wake()
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & _ACK:
+            if payload:
+                raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS of the wrong size")
+        for offset in range(0, len(payload), 6):
+            key, value = _SETTING.unpack_from(payload, offset)
+            if key == _INITIAL_WINDOW_SIZE:
+                if value > _MAX_WINDOW:
+                    raise _ConnectionError(ErrorCodes.FLOW_CONTROL_ERROR, "window too large")
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                for stream in self._streams.values():
+                    stream._send_window += delta
+                    if stream._send_window > _MAX_WINDOW:
+                        raise _ConnectionError(ErrorCodes.FLOW_CONTROL_ERROR, "window too large")
+                    if stream.window_waiting:
+                        stream._wake()
+                if self._unframed:
+                    self.flush_soon()
+            elif key == _MAX_FRAME_SIZE:
+                if not 16384 <= value <= 16777215:
+                    raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "invalid MAX_FRAME_SIZE")
+                self._peer_max_frame = value
+            elif key == _ENABLE_PUSH and value > 1:
+                raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "invalid ENABLE_PUSH")
+            # HEADER_TABLE_SIZE: our encoder keeps no dynamic table. The others limit
+            # what we do not do (push) or only advise.
+        self._out.append(_frame(_SETTINGS, _ACK, 0))
+
+    def _on_push_promise(self, flags: int, stream_id: int, payload: bytes) -> None:
+        raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "PING of the wrong size")
+        if not flags & _ACK:
+            self._out.append(_frame(_PING, _ACK, 0, payload))
+
+    def _on_goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "GOAWAY on a stream")
+        if len(payload) < 8:
+            raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "GOAWAY too short")
+        last, code = _GOAWAY_HEAD.unpack_from(payload)
+        self.goaway_received = True
+        self.last_stream_id = last & 0x7FFFFFFF
         if code:
             self._lost(f"connection closed by peer (GOAWAY {_code_name(code)})")
-        self._capacity_changed()
+
+    def _on_window_update(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(ErrorCodes.FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
+        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        if stream_id == 0:
+            if not increment:
+                raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self._send_window += increment
+            if self._send_window > _MAX_WINDOW:
+                raise _ConnectionError(ErrorCodes.FLOW_CONTROL_ERROR, "window too large")
+            for stream in self._streams.values():
+                if stream.window_waiting:
+                    stream._wake()
+        else:
+            target = self._streams.get(stream_id)
+            if target is None:
+                if stream_id > self._highest:
+                    raise _ConnectionError(
+                        ErrorCodes.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"
+                    )
+                return
+            if not increment:
+                raise _StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            target._send_window += increment
+            if target._send_window > _MAX_WINDOW:
+                raise _StreamReset(stream_id, ErrorCodes.FLOW_CONTROL_ERROR, "window too large")
+            target._wake()
+        if self._unframed:
+            self.flush_soon()
+
+    # -- bookkeeping ---------------------------------------------------------------
 
     def _lost(self, message: str) -> None:
         if self.error is None:
@@ -715,30 +947,84 @@ class H2Connection:
             if stream.error is None and not (stream.remote_ended and stream.local_closed):
                 stream.error = self.error
             stream._wake()
-        self._capacity_changed()
-
-    def _wake_window_waiters(self) -> None:
-        for stream in self._streams.values():
-            if stream.window_waiting:
-                stream._wake()
-
-    def _capacity_changed(self) -> None:
-        waiters, self._conn_waiters = self._conn_waiters, []
-        for event in waiters:
-            event.set()
 
     def _maybe_forget(self, stream: H2Stream) -> None:
-        if stream.remote_ended and stream.local_closed and not stream._data:
-            self._streams.pop(stream.id, None)
-            self._capacity_changed()
-
-    def _ack(self, stream_id: int, size: int) -> None:
-        with contextlib.suppress(
-            h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError
+        if (
+            stream.remote_ended
+            and stream.local_closed
+            and not stream._data
+            and self._streams.get(stream.id) is stream
         ):
-            self._h2.acknowledge_received_data(size, stream_id)
+            del self._streams[stream.id]
+
+    def _consumed(self, stream: H2Stream | None, size: int) -> None:
+        """``size`` bytes of flow-controlled data are consumed: the window they took is
+        given back in WINDOW_UPDATEs, once half a window is due."""
+        unacked = self._recv_unacked + size
+        if unacked >= self._connection_window // 2 or self._recv_window < (
+            self._connection_window // 4
+        ):
+            self._recv_window += unacked
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, _U32.pack(unacked)))
+            unacked = 0
+        self._recv_unacked = unacked
+        if stream is None or stream.remote_ended or stream.error is not None:
+            return
+        unacked = stream._recv_unacked + size
+        if unacked >= self._stream_window // 2:
+            stream._recv_window += unacked
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream.id, _U32.pack(unacked)))
+            unacked = 0
+        stream._recv_unacked = unacked
+
+    def _drop_out(self, stream: H2Stream) -> None:
+        stream._out.clear()
+        stream._out_size = 0
+        self._unframed.pop(stream, None)
+
+    def _reset_id(self, stream_id: int, code: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._reset_now(stream, code)
+        else:
+            self._out.append(_frame(_RST_STREAM, 0, stream_id, _U32.pack(code)))
+
+    def _reset_now(self, stream: H2Stream, code: int) -> None:
+        """Resets a stream (queues RST_STREAM; ``_flush`` sends it)."""
+        if self._streams.get(stream.id) is stream:
+            del self._streams[stream.id]
+        self._drop_out(stream)
+        if stream.error is None:
+            stream.error = StreamError(code, "stream reset")
+        # Return the window of data that will now never be read.
+        for _, flow in stream._data:
+            self._consumed(None, flow)
+        stream._data.clear()
+        if not (stream.remote_ended and stream.local_closed) and self.error is None:
+            self._out.append(_frame(_RST_STREAM, 0, stream.id, _U32.pack(code)))
+        stream._wake()
+
+    def forget(self, stream: H2Stream) -> None:
+        """Drops a finished stream from the bookkeeping."""
+        if self._streams.get(stream.id) is stream:
+            del self._streams[stream.id]
 
     # -- writing -----------------------------------------------------------------
+
+    def _queue_headers(self, stream_id: int, headers: RawHeaders, end_stream: bool) -> None:
+        block = self._encoder.encode(headers)
+        flags = _END_STREAM if end_stream else 0
+        max_frame = self._peer_max_frame
+        if len(block) <= max_frame:
+            self._out.append(_frame(_HEADERS, flags | _END_HEADERS, stream_id, block))
+            return
+        self._out.append(_frame(_HEADERS, flags, stream_id, block[:max_frame]))
+        pos = max_frame
+        while pos < len(block):
+            chunk = block[pos : pos + max_frame]
+            pos += len(chunk)
+            last = _END_HEADERS if pos >= len(block) else 0
+            self._out.append(_frame(_CONTINUATION, last, stream_id, chunk))
 
     def flush_soon(self) -> None:
         """Has ``run_writer`` write what is queued once the current task lets it run
@@ -750,15 +1036,15 @@ class H2Connection:
 
     async def run_writer(self) -> None:
         """Writes queued frames whenever ``flush_soon`` asks, until the connection ends
-        (server role: run in the connection's task group)."""
+        (run in the connection's task group)."""
         while self.error is None:
             self._flush_wanted = wanted = anyio.Event()
             await wanted.wait()
             await self._flush()
 
     async def _flush(self) -> None:
-        """Writes whatever h2 has queued, in order. Shielded: a half-written frame
-        would break the connection for every stream.
+        """Writes whatever is queued, in order. Shielded: a half-written frame would
+        break the connection for every stream.
 
         When no write is in progress and the stream can take bytes without waiting
         (``send_nowait``, our server's plain sockets), this neither waits nor yields."""
@@ -767,13 +1053,15 @@ class H2Connection:
         if self._unframed:
             for stream in list(self._unframed):
                 stream._frame_out()
-        if not self._h2._data_to_send:
+        out = self._out
+        if not out:
             return
         send_nowait = self._send_nowait
         data = b""
         if send_nowait is not None and not self._write_lock.locked():
-            data = self._h2.data_to_send()
-            if self.error is not None and self._write_failed:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if self._write_failed:
                 return
             try:
                 sent = send_nowait(data)
@@ -787,48 +1075,16 @@ class H2Connection:
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
                 # (what a fast write left over goes first: the lock was free until now)
-                data += self._h2.data_to_send()
-                if not data or (self.error is not None and self._write_failed):
+                if out:
+                    data += b"".join(out)
+                    out.clear()
+                if not data or self._write_failed:
                     return
                 try:
                     await self._stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
                     self._write_failed = True
                     self._lost(f"connection closed while writing: {_reason(e)}")
-
-    _write_failed = False
-    _goaway_last_sent = 0
-
-    async def _reset(self, stream: H2Stream, code: int) -> None:
-        self._reset_now(stream, code)
-        await self._flush()
-
-    def _reset_now(self, stream: H2Stream, code: int) -> None:
-        """Resets a stream (queues RST_STREAM; ``_flush`` sends it)."""
-        self._streams.pop(stream.id, None)
-        stream._out.clear()
-        stream._out_size = 0
-        self._unframed.pop(stream, None)
-        if stream.error is None:
-            stream.error = StreamError(code, "stream reset")
-        # Return the window of data that will now never be read.
-        for _, flow in stream._data:
-            if flow:
-                self._ack(stream.id, flow)
-        stream._data.clear()
-        if not (stream.remote_ended and stream.local_closed) and self.error is None:
-            with contextlib.suppress(
-                h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError
-            ):
-                self._h2.reset_stream(stream.id, error_code=code)
-        stream._wake()
-        self._capacity_changed()
-
-    def forget(self, stream: H2Stream) -> None:
-        """Drops a finished stream from the bookkeeping."""
-        if self._streams.get(stream.id) is stream:
-            del self._streams[stream.id]
-            self._capacity_changed()
 
     async def aclose(self) -> None:
         """Closes the connection (GOAWAY if possible, then the socket)."""
@@ -840,15 +1096,27 @@ class H2Connection:
             await self._stream.aclose()
 
 
-_CATCH_UP_TIMEOUT = 1.0
+_HANDLERS: dict[int, Callable[[H2Connection, int, int, bytes], None]] = {
+    _DATA: H2Connection._on_data,
+    _HEADERS: H2Connection._on_headers,
+    _PRIORITY: H2Connection._on_priority,
+    _RST_STREAM: H2Connection._on_rst_stream,
+    _SETTINGS: H2Connection._on_settings,
+    _PUSH_PROMISE: H2Connection._on_push_promise,
+    _PING: H2Connection._on_ping,
+    _GOAWAY: H2Connection._on_goaway,
+    _WINDOW_UPDATE: H2Connection._on_window_update,
+    _CONTINUATION: H2Connection._on_continuation,
+}
+"""Frame handlers by type; frames of other types are ignored (RFC 9113, 4.1)."""
 
 
-def _readable(sock: Any) -> bool:
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True  # closed or broken: reading says how
-    return bool(readable)
+def _unpad(flags: int, payload: bytes) -> bytes:
+    if not flags & _PADDED:
+        return payload
+    if not payload or payload[0] >= len(payload):
+        raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "padding exceeds the frame")
+    return payload[1 : len(payload) - payload[0]]
 
 
 def _reason(e: BaseException) -> str:

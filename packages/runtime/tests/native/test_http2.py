@@ -8,18 +8,32 @@ A raw h2-library client sends exactly the frames each test needs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import pytest
 from _support.tls import TLSFiles
 from anyio.abc import ByteStream
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame, Frame, HeadersFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 from native._helpers import (
     SERVICE,
     WAIT,
@@ -36,6 +50,7 @@ from native._helpers import (
 )
 
 from connect_anyio import ServerLimits, _serve
+from connect_anyio._http2 import DEFAULT_MAX_FRAME, PREFACE
 
 pytestmark = pytest.mark.anyio
 
@@ -498,3 +513,304 @@ def _envelopes(data: bytes) -> list[tuple[int, bytes]]:
         out.append((data[0], data[5 : 5 + size]))
         data = data[5 + size :]
     return out
+
+
+# ---------------------------------------------------------------------------
+# frames by hand: what the server's own HTTP/2 implementation does with them
+
+
+class Frames:
+    """A client that writes frames byte by byte and reads the server's frames back."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.received: list[Frame] = []
+        self._buf = b""
+        self.closed = False
+
+    async def send(self, *frames: Frame | bytes) -> None:
+        await self.stream.send(
+            b"".join(f if isinstance(f, bytes) else f.serialize() for f in frames)
+        )
+
+    def block(self, path: str = ECHO, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
+        return self.encoder.encode(
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":authority", b"127.0.0.1"),
+                (b":path", path.encode()),
+                (b"content-type", b"application/json"),
+                *(extra or []),
+            ]
+        )
+
+    async def wait_for(self, predicate: Callable[[Frame], bool]) -> Frame:
+        with anyio.fail_after(WAIT):
+            while True:
+                for frame in self.received:
+                    if predicate(frame):
+                        return frame
+                if self.closed:
+                    raise AssertionError(f"closed; frames: {self.received!r}")
+                await self._read()
+
+    async def wait_closed(self) -> None:
+        with anyio.fail_after(WAIT):
+            while not self.closed:
+                await self._read()
+
+    async def more_than(self, count: int) -> None:
+        """Reads until more than ``count`` frames have arrived."""
+        with anyio.fail_after(WAIT):
+            while len(self.received) <= count:
+                if self.closed:
+                    raise AssertionError(f"closed; frames: {self.received!r}")
+                await self._read()
+
+    async def _read(self) -> None:
+        try:
+            data = await self.stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            self.closed = True
+            return
+        self._buf += data
+        while len(self._buf) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(self._buf[:9]))
+            if len(self._buf) < 9 + length:
+                break
+            frame.parse_body(memoryview(self._buf[9 : 9 + length]))
+            self._buf = self._buf[9 + length :]
+            self.received.append(frame)
+
+    def response_headers(self, stream_id: int) -> dict[bytes, bytes]:
+        for frame in self.received:
+            if isinstance(frame, HeadersFrame) and frame.stream_id == stream_id:
+                return dict(self.decoder.decode(frame.data, raw=True))
+        raise AssertionError(f"no HEADERS on stream {stream_id}")
+
+    def body(self, stream_id: int) -> bytes:
+        return b"".join(
+            f.data for f in self.received if isinstance(f, DataFrame) and f.stream_id == stream_id
+        )
+
+
+@asynccontextmanager
+async def frames_client(port: int, settings: dict[int, int] | None = None) -> AsyncIterator[Frames]:
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    try:
+        client = Frames(stream)
+        await client.send(PREFACE, SettingsFrame(0, settings=settings or {}))
+        yield client
+    finally:
+        await anyio.aclose_forcefully(stream)
+
+
+def goaway(code: int) -> Callable[[Frame], bool]:
+    return lambda f: isinstance(f, GoAwayFrame) and f.error_code == code
+
+
+def rst(stream_id: int, code: int) -> Callable[[Frame], bool]:
+    return lambda f: (
+        isinstance(f, RstStreamFrame) and f.stream_id == stream_id and (f.error_code == code)
+    )
+
+
+def ended(stream_id: int) -> Callable[[Frame], bool]:
+    return lambda f: f.stream_id == stream_id and "END_STREAM" in f.flags
+
+
+def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    """A frame hyperframe would refuse to build."""
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes((kind, flags))
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
+
+
+def headers_frame(stream_id: int, block: bytes, *flags: str) -> HeadersFrame:
+    frame = HeadersFrame(stream_id, block)
+    frame.flags.add("END_HEADERS")
+    for flag in flags:
+        frame.flags.add(flag)
+    return frame
+
+
+def data_frame(stream_id: int, data: bytes, *flags: str, pad: int = 0) -> DataFrame:
+    frame = DataFrame(stream_id, data)
+    for flag in flags:
+        frame.flags.add(flag)
+    if pad:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad
+    return frame
+
+
+async def test_ping_is_answered_with_its_payload() -> None:
+    async with native(gated_app(GatedEcho())) as srv, frames_client(srv.port) as client:
+        await client.send(PingFrame(0, opaque_data=b"12345678"))
+        pong = await client.wait_for(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
+        assert pong.opaque_data == b"12345678"
+
+
+async def test_padding_priority_and_continuation_are_understood() -> None:
+    async with native(gated_app(GatedEcho())) as srv, frames_client(srv.port) as client:
+        block = client.block()
+        first = HeadersFrame(1, block[:3])
+        first.flags.add("PRIORITY")
+        first.flags.add("PADDED")
+        first.pad_length = 7
+        first.depends_on = 0
+        first.stream_weight = 15
+        rest = ContinuationFrame(1, block[3:])
+        rest.flags.add("END_HEADERS")
+        body_bytes = body("in frames")
+        await client.send(
+            first,
+            rest,
+            data_frame(1, body_bytes[:4], pad=20),
+            PriorityFrame(1, depends_on=0, stream_weight=1),
+            data_frame(1, body_bytes[4:], "END_STREAM", pad=1),
+        )
+        await client.wait_for(ended(1))
+        assert client.response_headers(1)[b":status"] == b"200"
+        assert json.loads(client.body(1))["text"] == "in frames"
+
+
+MALFORMED_CONNECTION = {
+    "data-on-stream-0": (lambda c: raw_frame(0x0, 0, 0, b"x"), ErrorCodes.PROTOCOL_ERROR),
+    "even-stream-id": (lambda c: headers_frame(2, c.block(), "END_STREAM"), 1),
+    "frame-too-large": (lambda c: data_frame(1, b"x" * (DEFAULT_MAX_FRAME + 1)), 6),
+    "bad-hpack": (lambda c: headers_frame(1, b"\xff\xff\xff\xff\xff", "END_STREAM"), 9),
+    "window-overflow": (lambda c: WindowUpdateFrame(0, window_increment=2**31 - 1), 3),
+    "continuation-expected": (
+        lambda c: HeadersFrame(1, c.block()).serialize() + PingFrame(0).serialize(),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "push-promise": (lambda c: PushPromiseFrame(1, promised_stream_id=2), 1),
+    "idle-rst-stream": (lambda c: RstStreamFrame(9, error_code=8), 1),
+}
+
+
+@pytest.mark.parametrize(
+    ("make", "code"), MALFORMED_CONNECTION.values(), ids=MALFORMED_CONNECTION.keys()
+)
+async def test_a_connection_error_ends_the_connection_with_goaway(
+    make: Callable[[Frames], Frame | bytes], code: int
+) -> None:
+    service = GatedEcho()
+    async with native(gated_app(service)) as srv:
+        async with frames_client(srv.port) as client:
+            await client.send(make(client))
+            await client.wait_for(goaway(code))
+            await client.wait_closed()
+        async with raw_h2(srv.port) as other:  # the server itself is fine
+            stream_id = other.request(ECHO, body("next"))
+            await other.flush()
+            await answered(other, stream_id, "next")
+
+
+async def test_first_frame_must_be_settings() -> None:
+    async with native(gated_app(GatedEcho())) as srv:
+        stream = await anyio.connect_tcp("127.0.0.1", srv.port)
+        async with stream:
+            client = Frames(stream)
+            await client.send(PREFACE, PingFrame(0))
+            await client.wait_for(goaway(ErrorCodes.PROTOCOL_ERROR))
+            await client.wait_closed()
+
+
+MALFORMED_STREAM = {
+    "content-length-short": (
+        lambda c: [
+            headers_frame(1, c.block(extra=[(b"content-length", b"10")])),
+            data_frame(1, b"{}", "END_STREAM"),
+        ],
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "content-length-long": (
+        lambda c: [
+            headers_frame(1, c.block(extra=[(b"content-length", b"1")])),
+            data_frame(1, b"{}", "END_STREAM"),
+        ],
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "data-after-end": (
+        lambda c: [headers_frame(1, c.block(), "END_STREAM"), data_frame(1, b"{}")],
+        ErrorCodes.STREAM_CLOSED,
+    ),
+    "stream-window-overflow": (
+        lambda c: [headers_frame(1, c.block()), WindowUpdateFrame(1, window_increment=2**31 - 1)],
+        ErrorCodes.FLOW_CONTROL_ERROR,
+    ),
+    "self-dependency": (
+        lambda c: [PriorityFrame(1, depends_on=1)],
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "code"), MALFORMED_STREAM.values(), ids=MALFORMED_STREAM.keys())
+async def test_a_stream_error_resets_only_that_stream(
+    make: Callable[[Frames], list[Frame]], code: int
+) -> None:
+    service = GatedEcho()
+    async with native(gated_app(service)) as srv, frames_client(srv.port) as client:
+        await client.send(*make(client))
+        await client.wait_for(rst(1, code))
+        await client.send(headers_frame(3, client.block()), data_frame(3, body("on"), "END_STREAM"))
+        await client.wait_for(ended(3))
+        assert json.loads(client.body(3))["text"] == "on"
+        assert not any(isinstance(f, GoAwayFrame) for f in client.received)
+
+
+async def test_response_waits_for_the_window_the_client_opens() -> None:
+    """A client with a 10-byte stream window gets a longer response in pieces of at most
+    10 bytes, each sent once it opened the window again."""
+    async with (
+        native(gated_app(GatedEcho())) as srv,
+        frames_client(srv.port, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 10}) as client,
+    ):
+        text = "a response longer than ten bytes"
+        await client.send(headers_frame(1, client.block()), data_frame(1, body(text), "END_STREAM"))
+        seen = 0
+        pieces = []
+        with anyio.fail_after(WAIT):
+            while not any(ended(1)(f) for f in client.received):
+                new = [f for f in client.received[seen:] if isinstance(f, DataFrame)]
+                seen = len(client.received)
+                granted = sum(len(f.data) for f in new)
+                if granted:
+                    pieces.append(granted)
+                    await client.send(WindowUpdateFrame(1, window_increment=granted))
+                await client.more_than(seen)
+        assert max(pieces) <= 10
+        assert len(pieces) > 2
+        assert json.loads(client.body(1))["text"] == text
+
+
+async def test_data_beyond_the_stream_window_resets_the_stream() -> None:
+    """A handler that does not read leaves the stream's window (1 MiB) used up; a client
+    that sends past it gets RST_STREAM(FLOW_CONTROL_ERROR), and the connection goes on."""
+    hold = anyio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/hold":
+            await hold.wait()  # never reads the body
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with native(app) as srv, frames_client(srv.port) as client:
+        chunks = [data_frame(1, b"x" * 65536) for _ in range(17)]  # 1 MiB + 64 KiB
+        await client.send(headers_frame(1, client.block("/hold")), *chunks)
+        await client.wait_for(rst(1, ErrorCodes.FLOW_CONTROL_ERROR))
+        await client.send(headers_frame(3, client.block("/other"), "END_STREAM"))
+        await client.wait_for(ended(3))
+        assert client.body(3) == b"ok"
+        hold.set()

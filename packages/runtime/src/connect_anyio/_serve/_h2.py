@@ -89,8 +89,6 @@ class H2ServerConnection:
 
     async def run(self, initial: bytes) -> None:
         conn = self._conn
-        # The server role reads in its own tasks: a call waiting on a stream never reads.
-        conn._reading = True
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             await conn.start()
