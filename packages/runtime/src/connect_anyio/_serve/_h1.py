@@ -467,8 +467,12 @@ def _parse(head: bytes) -> _Parsed:
                 keep_alive = False
         elif name == b"expect":
             expect_continue = value.lower() == b"100-continue"
-    if not http10 and hosts != 1:
-        raise _BadRequest(400, "missing Host header" if not hosts else "several Host headers")
+    # RFC 9112 3.2: several Host fields are refused in any request, a missing one in
+    # HTTP/1.1 ones.
+    if hosts > 1:
+        raise _BadRequest(400, "several Host headers")
+    if not hosts and not http10:
+        raise _BadRequest(400, "missing Host header")
     length = 0
     if transfer_encoding is not None:
         if http10:
