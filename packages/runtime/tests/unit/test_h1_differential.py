@@ -702,6 +702,24 @@ def test_head_size_limit(size: int, cuts: list[int]) -> None:
     assert isinstance(reference(split(data[:-4] + b"a" * size, cuts), SMALL), Refused)
 
 
+@SETTINGS
+@given(st.integers(4090, 4100), st.lists(st.integers(0, 1 << 16), max_size=4))
+def test_chunk_line_limit(size: int, cuts: list[int]) -> None:
+    """A chunk-size line (extensions included) of up to 4 KiB is read, a longer one
+    refused, wherever the stream is cut (it used to depend on whether the line's end
+    came in the same read as its start)."""
+    head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    line = b"5;" + b"e" * (size - 2)
+    data = head + line + b"\r\nhello\r\n0\r\n\r\n"
+    got = ours(split(data, cuts))
+    if size <= 4096:
+        assert isinstance(got, Parsed)
+        assert got.body == b"hello"
+    else:
+        assert got == Refused(None)
+        assert ours(split(head + line, cuts)) == Refused(None)  # even before the line ends
+
+
 def test_trailer_section_limit() -> None:
     head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
     trailers = b"".join(b"T%d: %s\r\n" % (i, b"v" * 90) for i in range(10))

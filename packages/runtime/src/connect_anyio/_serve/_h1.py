@@ -320,12 +320,12 @@ class H1Connection:
                 continue
             end = buf.find(b"\r\n")
             if end < 0:
-                limit = (
-                    _CHUNK_LINE_LIMIT
-                    if state == _CHUNK_HEAD
-                    else self._limits.max_header_bytes - self._trailer_bytes
-                )
-                if len(buf) > limit or b"\n" in buf:
+                if state == _CHUNK_HEAD:
+                    # (Not counting the line's CR, if that has come.)
+                    too_long = len(buf) - buf.endswith(b"\r") > _CHUNK_LINE_LIMIT
+                else:
+                    too_long = len(buf) > self._limits.max_header_bytes - self._trailer_bytes
+                if too_long or b"\n" in buf:
                     self._body_broken = True
                     raise _BadBody
                 if not await self._fill():
@@ -336,7 +336,7 @@ class H1Connection:
             self._body_seen = True
             if state == _CHUNK_HEAD:
                 match = _CHUNK_SIZE.fullmatch(line)
-                if match is None:
+                if match is None or end > _CHUNK_LINE_LIMIT:
                     self._body_broken = True
                     raise _BadBody
                 size = int(match.group(1), 16)
