@@ -429,6 +429,11 @@ BOTH_REFUSE: dict[str, Mutation] = {
     "two spaces in the request line": _raw(lambda b: b.replace(b" HTTP/", b"  HTTP/")),
     "tab in the request line": _raw(lambda b: b.replace(b" HTTP/", b"\tHTTP/")),
     "space before the request line": _raw(lambda b: b" " + b),
+    # (Empty lines before a request line are skipped, but only CRLF ones: see LENIENT.)
+    "bare LF after an empty line": _raw(lambda b: b"\r\n\n" + b),
+    "bare CR after an empty line": _raw(lambda b: b"\r\n\r" + b),
+    "CR CR LF after an empty line": _raw(lambda b: b"\r\n\r\r\n" + b),
+    "bare LF before the request line": _raw(lambda b: b"\n" + b),
     "space before a colon": _raw(lambda b: b.replace(b"X-A:", b"X-A :")),
     "empty field name": _raw(lambda b: b.replace(b"X-A:", b":")),
     "field name with a non-token byte": _raw(lambda b: b.replace(b"X-A:", b"X@A:")),

@@ -47,6 +47,7 @@ _FIELD_RE = re.compile(_FIELD)
 _RESPONSE_FIELDS = re.compile(rb"(?:" + _TOKEN + rb": " + _VALUE + rb"\r\n)*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\x09\x20-\x7e\x80-\xff]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 
 
 class _ConnectionGone(Exception):
@@ -217,8 +218,9 @@ class H1Connection:
         while True:
             buf = self._buf
             if buf[:2] == b"\r\n":
-                # Blank lines before a request line are ignored (RFC 9112, 2.2).
-                buf = self._buf = buf.lstrip(b"\r\n")
+                # Empty lines (CRLF) before a request line are ignored (RFC 9112, 2.2);
+                # a bare CR or LF among them is left to make the request line malformed.
+                buf = self._buf = buf[_EMPTY_LINES.match(buf).end() :]  # type: ignore[union-attr]
                 scanned = 0
             end = buf.find(b"\r\n\r\n", scanned)
             if end >= 0:
