@@ -127,6 +127,8 @@ def parse_head(head: bytes) -> _Head:
     ):
         raise _protocol_error(f"malformed status line {lines[0][:100]!r}")
     status = int(code)
+    if status < 100:
+        raise _protocol_error(f"malformed status line {lines[0][:100]!r}")
     headers: RawHeaders = []
     length: int | None = None
     chunked = False
