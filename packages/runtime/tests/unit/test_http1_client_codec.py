@@ -381,6 +381,7 @@ BOTH_REFUSE: dict[str, bytes] = {
     "Content-Length not a number": _head(b"Content-Length: 5", b"Content-Length: five"),
     "negative Content-Length": _head(b"Content-Length: 5", b"Content-Length: -5"),
     "empty Content-Length": _head(b"Content-Length: 5", b"Content-Length:"),
+    "Content-Length of 5000 digits": _head(b"Content-Length: 5", b"Content-Length: " + b"9" * 5000),
     "Content-Length of 30 digits": _head(b"Content-Length: 5", b"Content-Length: " + b"9" * 30),
     "body shorter than Content-Length": OK[:-1],
     "Transfer-Encoding gzip": CHUNKED.replace(b"chunked", b"gzip") + b"hello",
@@ -412,6 +413,10 @@ STRICTER: dict[str, bytes] = {
         b"chunked", b"chunked\r\nContent-Length: 5"
     )
     + b"0\r\n\r\n",
+    # Lengths of more than 18 digits (h11 takes 20); no body is that long.
+    "Content-Length of 19 digits": _head(
+        b"Content-Length: 5", b"Content-Length: " + b"0" * 18 + b"5"
+    ),
     # Chunk sizes of more than 15 hex digits (h11 takes 20).
     "chunk size of 16 hex digits": CHUNKED + b"0" * 15 + b"5\r\nhello\r\n0\r\n\r\n",
 }
@@ -566,3 +571,11 @@ def test_parse_head_rejects_status_below_100() -> None:
     for head in (b"HTTP/1.1 000 Zero", b"HTTP/1.1 099 X", b"HTTP/1.0 042"):
         with pytest.raises(RemoteProtocolError):
             parse_head(head)
+
+
+def test_huge_content_length_is_a_protocol_error() -> None:
+    """Not a ValueError from int() (Python refuses to convert over 4300 digits)."""
+    for digits in (19, 5000):
+        with pytest.raises(RemoteProtocolError, match="content-length"):
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * digits)
+    assert parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 18)[3] == 10**18 - 1

@@ -150,7 +150,11 @@ def parse_head(head: bytes) -> _Head:
         if name == b"content-length":
             for part in value.split(b","):
                 part = part.strip(b" \t")
-                if not part.isdigit() or (length is not None and int(part) != length):
+                if (
+                    not part.isdigit()
+                    or len(part) > 18  # (int() refuses over 4300 digits; no body is that long)
+                    or (length is not None and int(part) != length)
+                ):
                     raise _protocol_error(f"invalid content-length {value[:100]!r}")
                 length = int(part)
         elif name == b"transfer-encoding":
