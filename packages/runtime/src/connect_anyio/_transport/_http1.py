@@ -55,6 +55,7 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE = re.compile(rb"[\x00\r\n]")
+_FIELD_START = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
@@ -348,15 +349,26 @@ class _Connection:
                 return b"".join(parts)
             parts.append(data)
 
-    async def _line(self) -> bytes:
+    async def _line(self, crlf: bool) -> bytes:
+        """The next line of a chunked body, without its end. ``crlf``: only CRLF ends it
+        (the chunk framing, as RFC 9112 7.1 writes it); else a bare LF does too (trailer
+        lines, read as head lines are)."""
         while True:
-            end = self._buffer.find(b"\n")
+            buf = self._buffer
+            end = buf.find(b"\n")
             if end >= 0:
-                line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-                return line[:-1] if line.endswith(b"\r") else line
-            if len(self._buffer) > MAX_CHUNK_LINE:
+                line, self._buffer = buf[:end], buf[end + 1 :]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                elif crlf:
+                    raise _protocol_error("chunk-size line or chunk data not ended by CRLF")
+                if len(line) > MAX_CHUNK_LINE:
+                    raise _protocol_error("chunk-size or trailer line too long")
+                return line
+            # (Whether or not the line's CR has come, the same lines are refused.)
+            if len(buf) - buf.endswith(b"\r") > MAX_CHUNK_LINE:
                 raise _protocol_error("chunk-size or trailer line too long")
-            self._buffer += await self._more("in the middle of a chunked body")
+            self._buffer = buf + await self._more("in the middle of a chunked body")
 
     async def _read_chunk(self) -> bytes:
         while True:
@@ -371,18 +383,23 @@ class _Connection:
                     self._remaining = -1  # the CRLF after the chunk data is due
                 return data
             if self._remaining < 0:
-                if await self._line():
+                if await self._line(True):
                     raise _protocol_error("chunk data longer than its size")
                 self._remaining = 0
-            size_text = (await self._line()).split(b";", 1)[0].strip(b" \t")
+            # chunk-size [ BWS ";" chunk-ext ] (whitespace before the end of the line too)
+            size_text = (await self._line(True)).split(b";", 1)[0].rstrip(b" \t")
             if not _CHUNK_SIZE.fullmatch(size_text):
                 raise _protocol_error(f"invalid chunk size {size_text[:100]!r}")
             size = int(size_text, 16)
             if size == 0:
-                # The trailer section (HTTP/1.1 trailers are not passed on) ends with an
-                # empty line.
+                # The trailer section ends with an empty line. HTTP/1.1 trailers are
+                # checked, not passed on (Connect and gRPC-Web send theirs in the body).
                 total = 0
-                while line := await self._line():
+                while line := await self._line(False):
+                    if not (
+                        _FIELD_START.match(line) or (total and line[:1] in (b" ", b"\t"))
+                    ) or _UNSAFE_VALUE.search(line):
+                        raise _protocol_error(f"malformed trailer line {line[:100]!r}")
                     total += len(line)
                     if total > MAX_HEAD_BYTES:
                         raise _protocol_error("trailer section larger than 100 KiB")
