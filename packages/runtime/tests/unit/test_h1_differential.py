@@ -76,6 +76,8 @@ class Parsed:
     keep_alive: bool
     rest: bytes
     """What is left on the connection after this request: the next request's bytes."""
+    expect_continue: bool
+    """The client waits for ``100 Continue`` before it sends the body."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def ours(pieces: Sequence[bytes], limits: ServerLimits = LIMITS) -> Outcome:
         bytes(body),
         head.keep_alive,
         conn._buf + b"".join(feed.pieces),
+        head.expect_continue,
     )
 
 
@@ -144,6 +147,12 @@ def reference(pieces: Sequence[bytes], limits: ServerLimits = LIMITS) -> Outcome
         request = conn.next_event()
         if not isinstance(request, h11.Request):
             return INCOMPLETE
+        # (h11 reports the expectation even for a request without a body, which we ignore.)
+        no_body = all(
+            name != b"transfer-encoding" and (name != b"content-length" or value == b"0")
+            for name, value in request.headers
+        )
+        expect_continue = conn.they_are_waiting_for_100_continue and not no_body
         body = bytearray()
         while True:
             event = conn.next_event()
@@ -163,6 +172,7 @@ def reference(pieces: Sequence[bytes], limits: ServerLimits = LIMITS) -> Outcome
         bytes(body),
         conn.their_state is h11.DONE,
         bytes(conn.trailing_data[0]),
+        expect_continue,
     )
 
 
@@ -218,6 +228,9 @@ common_fields = st.sampled_from(
         (b"Connection", b"keep-alive"),
         (b"Connection", b"Upgrade, Close"),
         (b"Expect", b"100-continue"),
+        (b"Expect", b"100-Continue"),
+        (b"Expect", b"x-other, 100-continue"),
+        (b"Expect", b"x-other"),
         (b"Connect-Protocol-Version", b"1"),
         (b"User-Agent", b"test/1.0 (x; y)"),
     ]
@@ -668,6 +681,27 @@ SMUGGLING = [
 def test_smuggling_classics_are_refused(data: bytes) -> None:
     for pieces in ([data], [bytes([b]) for b in data]):
         assert isinstance(ours(pieces), Refused), data
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (b"Expect: 100-continue\r\n", True),
+        (b"Expect: 100-Continue\r\n", True),
+        (b"Expect: x-other, 100-continue\r\n", True),
+        (b"Expect: 100-continue\r\nExpect: x-other\r\n", True),
+        (b"Expect: x-other\r\nExpect: 100-continue\r\n", True),
+        (b"Expect: x-100-continue\r\n", False),
+        (b"Expect: x-other\r\n", False),
+    ],
+)
+def test_expect_100_continue(fields: bytes, expected: bool) -> None:
+    """``Expect`` holds a list (RFC 9110 10.1.1): 100-continue counts wherever it is in it."""
+    data = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n" + fields + b"\r\nok"
+    got = ours([data])
+    assert isinstance(got, Parsed)
+    assert got.expect_continue is expected
+    assert got == reference([data])
 
 
 def test_refusal_status_codes() -> None:

@@ -467,8 +467,9 @@ def _parse(head: bytes) -> _Parsed:
             # (HTTP/1.0 keep-alive is not offered: such connections close.)
             if b"close" in (t.strip() for t in value.lower().split(b",")):
                 keep_alive = False
-        elif name == b"expect":
-            expect_continue = value.lower() == b"100-continue"
+        elif name == b"expect" and not expect_continue:
+            # Expect = #expectation (RFC 9110 10.1.1): 100-continue may be one of a list.
+            expect_continue = b"100-continue" in (t.strip() for t in value.lower().split(b","))
     # RFC 9112 3.2: several Host fields are refused in any request, a missing one in
     # HTTP/1.1 ones.
     if hosts > 1:
