@@ -89,8 +89,11 @@ def request_head(
     method: str, target: str, host: bytes, headers: RawHeaders, framing: bytes
 ) -> bytes:
     """The request line and headers; ``framing`` is the Content-Length or Transfer-Encoding line."""
-    m = method.encode("ascii", "replace")
-    t = target.encode("ascii", "replace")
+    if not (method.isascii() and target.isascii()):
+        # (Not sent with each such character replaced by "?", which starts a query.)
+        raise LocalProtocolError(f"invalid request line (not ASCII): {method} {target!r}")
+    m = method.encode("ascii")
+    t = target.encode("ascii")
     if not _TOKEN.fullmatch(m) or not _TARGET.fullmatch(t):
         raise LocalProtocolError(f"invalid request line: {method} {target!r}")
     lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (m, t, host)]
