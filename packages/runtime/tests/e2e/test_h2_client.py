@@ -40,7 +40,7 @@ from hyperframe.frame import (
 )
 
 from connect_anyio import Code, ConnectError, HTTPClient, HTTPVersion, ProtocolType
-from connect_anyio._transport._hpack import STATIC_TABLE, Decoder, Encoder, encode_field
+from connect_anyio._http2 import STATIC_TABLE, Decoder, Encoder, encode_field
 
 pytestmark = pytest.mark.anyio
 
