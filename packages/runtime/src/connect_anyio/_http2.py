@@ -230,12 +230,13 @@ class Decoder:
     change, and a peer sending the same requests (or responses) over and over sends
     the same few blocks once its table is warm.
 
-    Any change to the table puts a new entry object at its front, or changes its
-    length, size or maximum size; the cache holds for one such state at a time. The
-    lists returned are shared with the cache: callers must not change them.
+    Every change to the table goes through ``decode``, which forgets every block when
+    a block changes the table (a new entry object at its front, or another length,
+    size or maximum size): a block found in the cache means what it meant. The lists
+    returned are shared with the cache: callers must not change them.
     """
 
-    __slots__ = ("_cache", "_cached_for", "_decoder", "_table")
+    __slots__ = ("_cache", "_decoder", "_table")
 
     _CACHE_SIZE = 64
     _CACHE_BLOCK = 1024
@@ -246,34 +247,35 @@ class Decoder:
         self._decoder.max_header_list_size = max_header_list_size
         self._table: Any = self._decoder.header_table
         self._cache: dict[bytes, RawHeaders] = {}
-        self._cached_for: tuple[Any, int, int, int] | None = None
-
-    def _table_state(self) -> tuple[Any, int, int, int]:
-        table = self._table
-        entries = table.dynamic_entries
-        return (entries[0] if entries else None, len(entries), table._current_size, table._maxsize)
 
     def decode(self, data: bytes) -> RawHeaders:
         """Raises ``hpack.HPACKError`` (or ``ValueError``, ``IndexError``) on a bad block."""
-        if len(data) > self._CACHE_BLOCK:
-            return list(self._decoder.decode(data, raw=True))
-        key = data if type(data) is bytes else bytes(data)
-        before = self._table_state()
-        cached_for = self._cached_for
-        same = (
-            cached_for is not None and cached_for[0] is before[0] and cached_for[1:] == before[1:]
-        )
-        if same:
-            hit = self._cache.get(key)
-            if hit is not None:
-                return hit
-        headers: RawHeaders = list(self._decoder.decode(data, raw=True))
-        after = self._table_state()
-        if before[0] is after[0] and before[1:] == after[1:]:
-            if not same or len(self._cache) >= self._CACHE_SIZE:
-                self._cache.clear()
-                self._cached_for = before
-            self._cache[key] = headers
+        cache = self._cache
+        hit = cache.get(data)
+        if hit is not None:
+            return hit
+        table = self._table
+        entries = table.dynamic_entries
+        front = entries[0] if entries else None
+        count, size, maxsize = len(entries), table._current_size, table._maxsize
+        try:
+            headers: RawHeaders = list(self._decoder.decode(data, raw=True))
+        except BaseException:
+            cache.clear()  # the table may have changed halfway
+            raise
+        entries = table.dynamic_entries
+        if (
+            (entries[0] if entries else None) is front
+            and len(entries) == count
+            and table._current_size == size
+            and table._maxsize == maxsize
+        ):
+            if len(data) <= self._CACHE_BLOCK:
+                if len(cache) >= self._CACHE_SIZE:
+                    cache.clear()
+                cache[data if type(data) is bytes else bytes(data)] = headers
+        elif cache:
+            cache.clear()  # the table changed: cached blocks may mean something else now
         return headers
 
 
@@ -729,7 +731,7 @@ class H2Connection:
             self._headers_pending = (first_stream, first_flags, fragments, size)
 
     def _on_header_block(self, flags: int, stream_id: int, block: bytes) -> None:
-        if self.client and self._idle(stream_id):
+        if self.client and (stream_id > self._highest or not stream_id & 1):
             raise _ConnectionError(
                 ErrorCodes.PROTOCOL_ERROR, f"HEADERS on a stream we never opened ({stream_id})"
             )
@@ -986,7 +988,8 @@ class H2Connection:
     def _closed(self, stream: H2Stream) -> None:
         """Both sides of ``stream`` ended: it no longer counts against the limit, and is
         forgotten once the application took all its data."""
-        self._uncount(stream)
+        if stream._counted:
+            self._uncount(stream)
         if not stream._data and self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
 
@@ -1043,8 +1046,10 @@ class H2Connection:
         gives back the window of what it left unread."""
         if self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
-        stream._give_back()
-        self._uncount(stream)
+        if stream._data:
+            stream._give_back()
+        if stream._counted:
+            self._uncount(stream)
 
     # -- writing -----------------------------------------------------------------
 

@@ -283,11 +283,15 @@ class ServerH2(H2Connection):
                     self._lost(f"connection closed while writing: {_reason(e)}")
 
     async def aclose(self) -> None:
-        """Closes the connection (GOAWAY if possible, then the socket)."""
-        if self.error is None:
-            with anyio.move_on_after(1, shield=True):
-                await self.send_goaway()
+        """Closes the connection (GOAWAY if possible, then the socket). What is queued
+        still goes first, such as the GOAWAY of a connection error found in the batch
+        whose calls are closing the connection."""
+        if self.error is None and not self.goaway_sent:
+            self._queue_goaway(ErrorCodes.NO_ERROR)
         self._lost("connection closed")
+        self.corked = False
+        with anyio.move_on_after(1, shield=True), contextlib.suppress(Exception):
+            await self._flush()
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await self._stream.aclose()
 
