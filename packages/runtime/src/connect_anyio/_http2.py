@@ -23,6 +23,10 @@ the connection), and window updates go out as the application consumes data
 (once half a window is due), so a slow reader bounds what the peer can send.
 A connection error queues GOAWAY with the code RFC 9113 names and loses the
 connection; a stream error resets that stream.
+
+Our own rather than ``h2``: measured, ``h2`` (with ``hyperframe`` and ``hpack``)
+took more than half of the native server's time on h2c, and about 85 us of CPU
+per unary call on the client, more than the rest of a call together.
 """
 
 from __future__ import annotations
