@@ -40,6 +40,8 @@ TEST_DEPS = [
     "googleapis-common-protos>=1.63",
     "werkzeug>=3.0",  # a real WSGI server for the WSGI application's tests
     "httpcore>=1.0.7",  # an HTTP client independent of ours (tests/_support/raw.py)
+    "h2>=4.1",  # raw HTTP/2 peers (with hyperframe) independent of our engine
+    "h11>=0.16",  # a raw HTTP/1.1 peer independent of our parser
     "starlette>=1.0",  # examples/starlette_cors: routing and CORS in front of our apps
 ]
 LINT_DEPS = ["ruff==0.17.6", BUF]

@@ -40,7 +40,7 @@ from hyperframe.frame import (
 )
 
 from connect_anyio import Code, ConnectError, HTTPClient, HTTPVersion, ProtocolType
-from connect_anyio._transport._hpack import STATIC_TABLE, Decoder, Encoder, encode_field
+from connect_anyio._http2 import STATIC_TABLE, Decoder, Encoder, encode_field
 
 pytestmark = pytest.mark.anyio
 
@@ -495,6 +495,170 @@ async def test_protocol_violations_end_the_connection_as_unavailable(case: str) 
         goaways = conn.of_type(GoAwayFrame)
         assert goaways, "the client closed without GOAWAY"
         assert goaways[0].error_code != 0
+
+
+def _padded_too_much(sid: int) -> bytes:
+    return raw_frame(0, 0x8, sid, b"\x09" + b"x" * 4)  # 9 bytes of padding in a 5-byte frame
+
+
+# What the engine shared with the server checks on the client too: each must end the
+# connection with GOAWAY and the code RFC 9113 names.
+FRAME_ERRORS: dict[str, tuple[Callable[[FrameConnection, int], bytes], ErrorCodes]] = {
+    "window-update-of-3-bytes": (
+        lambda c, s: raw_frame(8, 0, s, b"\x00\x00\x01"),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "rst-stream-of-3-bytes": (
+        lambda c, s: raw_frame(3, 0, s, b"\x00\x00\x08"),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "goaway-of-4-bytes": (
+        lambda c, s: raw_frame(7, 0, 0, b"\x00" * 4),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "ping-of-4-bytes": (lambda c, s: raw_frame(6, 0, 0, b"1234"), ErrorCodes.FRAME_SIZE_ERROR),
+    "settings-ack-with-payload": (
+        lambda c, s: raw_frame(4, 1, 0, struct.pack(">HL", 3, 1)),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "oversized-frame": (
+        lambda c, s: raw_frame(0, 0, s, b"x" * 70_000),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "enable-push-from-a-server": (
+        lambda c, s: raw_frame(4, 0, 0, struct.pack(">HL", 2, 1)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "initial-window-too-large": (
+        lambda c, s: raw_frame(4, 0, 0, struct.pack(">HL", 4, 2**31)),
+        ErrorCodes.FLOW_CONTROL_ERROR,
+    ),
+    "settings-on-a-stream": (lambda c, s: raw_frame(4, 0, s, b""), ErrorCodes.PROTOCOL_ERROR),
+    "ping-on-a-stream": (lambda c, s: raw_frame(6, 0, s, b"12345678"), ErrorCodes.PROTOCOL_ERROR),
+    "priority-on-stream-0": (
+        lambda c, s: raw_frame(2, 0, 0, b"\x00\x00\x00\x01\x10"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "rst-stream-on-an-idle-stream": (
+        lambda c, s: raw_frame(3, 0, s + 2, struct.pack(">L", 8)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "data-on-an-even-stream": (lambda c, s: raw_frame(0, 0, 2, b"x"), ErrorCodes.PROTOCOL_ERROR),
+    "padding-beyond-the-frame": (lambda c, s: _padded_too_much(s), ErrorCodes.PROTOCOL_ERROR),
+    "stream-window-update-on-an-idle-stream": (
+        lambda c, s: raw_frame(8, 0, s + 2, struct.pack(">L", 1)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "code"), FRAME_ERRORS.values(), ids=FRAME_ERRORS.keys())
+async def test_frame_errors_end_the_connection_with_the_rfcs_code(
+    make: Callable[[FrameConnection, int], bytes], code: ErrorCodes
+) -> None:
+    async def script(conn: FrameConnection) -> None:
+        await conn.wait_for(lambda: _acked(conn))
+        sid = await conn.request()
+        await conn.send(make(conn, sid))
+
+    async with (
+        frame_server(script) as server,
+        h2() as http,
+        Client(server.url, http_client=http) as client,
+    ):
+        with anyio.fail_after(10), pytest.raises(ConnectError) as caught:
+            await client.echo(EchoRequest(text="x"))
+        assert caught.value.code is Code.UNAVAILABLE, caught.value
+        (conn,) = server.connections
+        with anyio.fail_after(10):
+            await conn.wait_for(lambda: conn.closed)
+        assert [f.error_code for f in conn.of_type(GoAwayFrame)] == [code]
+
+
+STREAM_ERRORS: dict[str, tuple[Callable[[int], bytes], ErrorCodes]] = {
+    "stream-window-overflow": (
+        lambda s: raw_frame(8, 0, s, struct.pack(">L", 2**31 - 1)),
+        ErrorCodes.FLOW_CONTROL_ERROR,
+    ),
+    "stream-window-update-of-0": (
+        lambda s: raw_frame(8, 0, s, struct.pack(">L", 0)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "priority-on-itself": (
+        lambda s: raw_frame(2, 0, s, struct.pack(">LB", s, 16)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "priority-of-4-bytes": (lambda s: raw_frame(2, 0, s, b"\x00" * 4), ErrorCodes.FRAME_SIZE_ERROR),
+}
+
+
+@pytest.mark.parametrize(("make", "code"), STREAM_ERRORS.values(), ids=STREAM_ERRORS.keys())
+async def test_a_stream_error_resets_only_that_stream(
+    make: Callable[[int], bytes], code: ErrorCodes
+) -> None:
+    """The client answers a stream error with RST_STREAM; its call fails, the connection
+    goes on."""
+    reset: list[int] = []
+
+    async def script(conn: FrameConnection) -> None:
+        sid = await conn.request()
+        await conn.send(make(sid))
+        await conn.wait_for(lambda: bool(conn.of_type(RstStreamFrame)))
+        reset.extend(f.error_code for f in conn.of_type(RstStreamFrame) if f.stream_id == sid)
+        await conn.respond(await conn.request(1))
+
+    async with (
+        frame_server(script) as server,
+        h2() as http,
+        Client(server.url, http_client=http) as client,
+    ):
+        with anyio.fail_after(10):
+            with pytest.raises(ConnectError) as caught:
+                await client.echo(EchoRequest(text="x"))
+            assert caught.value.code is Code.INTERNAL, caught.value
+            assert (await client.echo(EchoRequest(text="y"))).text == "ok"
+        assert reset == [code]
+        (conn,) = server.connections
+        assert not conn.of_type(GoAwayFrame)
+
+
+async def test_a_graceful_goaway_mid_call_refuses_only_the_later_streams() -> None:
+    """GOAWAY(NO_ERROR) naming the first of two streams in flight: the first is answered,
+    the second fails as unavailable (never processed), and the next call opens a new
+    connection."""
+
+    async def script(conn: FrameConnection) -> None:
+        if len(server.connections) > 1:
+            await conn.respond(await conn.request(), "new")
+            return
+        first = await conn.request(0)
+        await conn.request(1)
+        await conn.send(GoAwayFrame(0, last_stream_id=first, error_code=0))
+        await conn.respond(first, "first")
+
+    async with (
+        frame_server(script) as server,
+        h2() as http,
+        Client(server.url, http_client=http) as client,
+    ):
+        results: list[str | Code] = ["", ""]
+
+        async def call(index: int) -> None:
+            try:
+                results[index] = (await client.echo(EchoRequest(text="x"))).text
+            except ConnectError as e:
+                results[index] = e.code
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, 0)
+                await server.changes.wait_for(lambda: bool(server.connections))
+                first = server.connections[0]
+                await first.wait_for(lambda: 1 in first.ended)
+                tg.start_soon(call, 1)
+            assert results == ["first", Code.UNAVAILABLE]
+            assert (await client.echo(EchoRequest(text="z"))).text == "new"
+        assert len(server.connections) == 2
 
 
 async def test_a_first_frame_other_than_settings_is_a_protocol_error() -> None:

@@ -434,14 +434,14 @@ def test_hpack_decoder_cache_decodes_exactly_as_hpack_does() -> None:
 
     import hpack
 
-    from connect_anyio._http2 import _Decoder
+    from connect_anyio._http2 import Decoder
 
     rng = random.Random(7)
     names = [b"x-a", b"x-b", b"content-type", b"grpc-timeout", b"x-long"]
     values = [b"1", b"2", b"application/proto", b"10m", b"v" * 40]
     encoder = hpack.Encoder()
     encoder.header_table_size = 200  # small: entries get evicted
-    ours, theirs = _Decoder(), hpack.Decoder()
+    ours, theirs = Decoder(), hpack.Decoder()
     blocks: list[bytes] = []
     hits = 0
     for step in range(3000):
@@ -458,14 +458,14 @@ def test_hpack_decoder_cache_decodes_exactly_as_hpack_does() -> None:
             expected = theirs.decode(block, raw=True)
         except hpack.HPACKError:
             with pytest.raises(hpack.HPACKError):
-                ours.decode(block, raw=True)
+                ours.decode(block)
             # Both failed on a stale block; start both over from the same state.
-            ours, theirs, blocks = _Decoder(), hpack.Decoder(), []
+            ours, theirs, blocks = Decoder(), hpack.Decoder(), []
             encoder = hpack.Encoder()
             encoder.header_table_size = 200
             continue
         cached = bool(ours._cache) and bytes(block) in ours._cache
-        assert ours.decode(block, raw=True) == expected, step
+        assert ours.decode(block) == expected, step
         hits += cached
     assert hits > 100  # the cache was exercised
 
@@ -693,6 +693,32 @@ MALFORMED_CONNECTION = {
     ),
     "push-promise": (lambda c: PushPromiseFrame(1, promised_stream_id=2), 1),
     "idle-rst-stream": (lambda c: RstStreamFrame(9, error_code=8), 1),
+    # What the engine shared with the client checks on the server too.
+    "data-on-an-even-stream-below-the-highest": (
+        lambda c: headers_frame(3, c.block(), "END_STREAM").serialize() + raw_frame(0, 0, 2, b"x"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "window-update-on-an-even-stream": (
+        lambda c: (
+            headers_frame(3, c.block(), "END_STREAM").serialize()
+            + raw_frame(8, 0, 2, b"\x00\x00\x00\x01")
+        ),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "window-update-of-3-bytes": (lambda c: raw_frame(8, 0, 0, b"\x00\x00\x01"), 6),
+    "rst-stream-of-3-bytes": (lambda c: raw_frame(3, 0, 1, b"\x00\x00\x08"), 6),
+    "goaway-of-4-bytes": (lambda c: raw_frame(7, 0, 0, b"\x00" * 4), 6),
+    "ping-of-4-bytes": (lambda c: raw_frame(6, 0, 0, b"1234"), 6),
+    "settings-ack-with-payload": (lambda c: raw_frame(4, 1, 0, b"\x00\x03\x00\x00\x00\x01"), 6),
+    "enable-push-of-2": (lambda c: raw_frame(4, 0, 0, b"\x00\x02\x00\x00\x00\x02"), 1),
+    "initial-window-too-large": (lambda c: raw_frame(4, 0, 0, b"\x00\x04\x80\x00\x00\x00"), 3),
+    "max-frame-size-too-small": (lambda c: raw_frame(4, 0, 0, b"\x00\x05\x00\x00\x01\x00"), 1),
+    "padding-beyond-the-frame": (
+        lambda c: (
+            headers_frame(1, c.block()).serialize() + raw_frame(0, 0x8, 1, b"\x09" + b"x" * 4)
+        ),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
 }
 
 
@@ -766,6 +792,35 @@ async def test_a_stream_error_resets_only_that_stream(
         await client.wait_for(ended(3))
         assert json.loads(client.body(3))["text"] == "on"
         assert not any(isinstance(f, GoAwayFrame) for f in client.received)
+
+
+async def test_a_header_table_size_change_is_acknowledged_in_the_next_block() -> None:
+    """Our encoder keeps no dynamic table; after the client changes its table size the
+    next response block starts with a size update to 0 again (RFC 7541, 4.2), and h2's
+    decoder reads every block."""
+    async with native(gated_app(GatedEcho())) as srv, frames_client(srv.port) as client:
+        await client.send(headers_frame(1, client.block()), data_frame(1, body("a"), "END_STREAM"))
+        await client.wait_for(ended(1))
+
+        def acks() -> int:
+            return sum(isinstance(f, SettingsFrame) and "ACK" in f.flags for f in client.received)
+
+        before = acks()
+        await client.send(SettingsFrame(0, settings={SettingsFrame.HEADER_TABLE_SIZE: 100}))
+        while acks() == before:
+            await client.more_than(len(client.received))
+        await client.send(headers_frame(3, client.block()), data_frame(3, body("b"), "END_STREAM"))
+        await client.wait_for(ended(3))
+        await client.send(headers_frame(5, client.block()), data_frame(5, body("c"), "END_STREAM"))
+        await client.wait_for(ended(5))
+        blocks = {
+            f.stream_id: bytes(f.data) for f in client.received if isinstance(f, HeadersFrame)
+        }
+        assert blocks[1][:1] == b"\x20"
+        assert blocks[3][:1] == b"\x20"
+        assert blocks[5][:1] != b"\x20"
+        for stream_id in (1, 3, 5):
+            assert client.response_headers(stream_id)[b":status"] == b"200"
 
 
 async def test_response_waits_for_the_window_the_client_opens() -> None:

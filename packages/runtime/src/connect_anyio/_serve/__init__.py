@@ -1,4 +1,4 @@
-"""The native server: HTTP/1.1 (h11) and HTTP/2 (our h2 engine) on anyio listeners.
+"""The native server: HTTP/1.1 and HTTP/2 (our ``_http2`` engine) on anyio listeners.
 
 Structured concurrency end to end: a task group for the listeners, one per
 connection and (HTTP/2) a task per stream. ``serve()`` shuts down gracefully

@@ -15,7 +15,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
-import h2.exceptions
 
 from ..code import Code
 from ..errors import ConnectError
@@ -129,7 +128,6 @@ _NETWORK_ERRORS = (
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
-    h2.exceptions.ProtocolError,
 )
 
 

@@ -1,4 +1,5 @@
-"""HTTP/2 exchanges on our own client connection (``_h2client``): full duplex and trailers."""
+"""HTTP/2 exchanges on our client connection (``_h2client``, the ``_http2`` engine in the
+client role): pools of connections, full duplex and trailers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.tls import TLSAttribute
-from h2.errors import ErrorCodes
 
-from .._http2 import ConnectionLost, StreamError
+from .._http2 import ConnectionLost, ErrorCodes, StreamError
 from .._tls import wrap_tls
 from ..code import Code
 from ..errors import ConnectError
