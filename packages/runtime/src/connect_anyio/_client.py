@@ -69,14 +69,21 @@ def deadline_error() -> ConnectError:
 
 
 def deadline_passed(e: ConnectError, deadline: float) -> bool:
-    """A transport failure with ``canceled`` once the deadline has passed is the deadline.
+    """Once the call's deadline has passed, the call failing is the deadline expiring.
 
-    The server enforces the deadline we sent too, and may reset the stream (HTTP/2
-    CANCEL) a moment before our own timer fires, when our event loop is busy. Once the
-    deadline is past, that reset is the deadline expiring, as connect-go and gRPC
-    report it.
+    The server enforces the deadline we sent too, and may answer it a moment before our
+    own timer fires when our event loop is busy: by resetting the stream (HTTP/2
+    CANCEL), closing the connection, or with an error status of its own making (a
+    gRPC-Web server on HTTP/1.1 has answered ``unavailable`` when it found the request
+    body closed under it). Whatever the call saw, a caller whose deadline has passed
+    gets ``deadline_exceeded``, as if our timer had been first; an error observed
+    before the deadline stays as it is.
     """
-    return e.code is Code.CANCELED and anyio.current_time() >= deadline
+    return (
+        deadline != math.inf
+        and e.code is not Code.DEADLINE_EXCEEDED
+        and anyio.current_time() >= deadline
+    )
 
 
 @dataclass(slots=True)
@@ -197,9 +204,14 @@ class ClientCore:
                         raise
                 if scope.cancelled_caught:
                     raise deadline_error()
-            call.on_response_start(status, headers)
-            messages = call.feed(body)
-            messages += call.finish(trailers)
+            try:
+                call.on_response_start(status, headers)
+                messages = call.feed(body)
+                messages += call.finish(trailers)
+            except ConnectError as e:
+                if remaining is not None and deadline_passed(e, deadline):
+                    raise deadline_error() from e
+                raise
         finally:
             record_both(call.response_headers, call.response_trailers, ctx)
         if len(messages) == 1:
@@ -300,6 +312,11 @@ class StreamCall(Generic[REQ, RES]):
             )
             self._response = response
             call.on_response_start(response.status, response.headers)
+        except ConnectError as e:
+            await self._fail()
+            if deadline_passed(e, self._deadline):
+                raise deadline_error() from e
+            raise
         except BaseException:
             await self._fail()
             raise
@@ -354,6 +371,11 @@ class StreamCall(Generic[REQ, RES]):
                         record_trailers(call.response_trailers, self._ctx)
                     await self._release()
         except StopAsyncIteration:
+            raise
+        except ConnectError as e:
+            await self._fail()
+            if deadline_passed(e, self._deadline):
+                raise deadline_error() from e
             raise
         except BaseException:
             await self._fail()

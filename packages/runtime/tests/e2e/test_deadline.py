@@ -14,7 +14,7 @@ from _support.recording import CallRecorder
 from _support.servers import SERVERS, protocol_transports, run_server
 from _support.service import EchoRequest, Observations, echo_app
 from _support.tls import TLSFiles
-from connectanyio.testing.v1 import testing_connect
+from connectanyio.testing.v1 import testing_connect, testing_pb2
 
 from connect_anyio import Code, ConnectError, HTTPClient, HTTPVersion, ProtocolType
 from connect_anyio import _protocol_grpc as grpc
@@ -183,3 +183,57 @@ async def test_server_enforces_grpc_deadline_on_its_own(server: str, web: bool) 
         statuses = [v for k, v in [*headers, *(trailers or [])] if k == b"grpc-status"]
         assert statuses == [b"4"]
         await obs.wait_cancelled(tag)
+
+
+class _LateLoop(HTTPClient):
+    """An HTTP client whose event loop was busy when the response came: the response is
+    handed over only once the call's deadline has passed, without our timer getting a
+    chance to cancel first (the wait is shielded)."""
+
+    late_by = EXPIRY_MS * 2 / 1000
+
+    async def unary(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = await super().unary(*args, **kwargs)
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(self.late_by)
+        return result
+
+    async def open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = await super().open(*args, **kwargs)
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(self.late_by)
+        return response
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize(("protocol", "transport"), PLAIN_PAIRS, ids=PLAIN_IDS)
+@pytest.mark.parametrize("kind", ["unary", "server_stream"])
+async def test_an_error_seen_after_the_deadline_is_the_deadline(
+    kind: str, protocol: ProtocolType, transport: str, server: str, tls_files: TLSFiles
+) -> None:
+    """The server answers with an error of its own (here at once; in the wild, its side of
+    the same deadline racing ours), and our loop sees it only after the deadline: the
+    caller gets deadline_exceeded, as if our timer had fired first. Without a deadline
+    the server's error comes through unchanged."""
+    failing = EchoRequest(fail=testing_pb2.Failure(code="unavailable", message="went away"))
+    async with run_server(echo_app(), server=server, transport=transport, tls=tls_files) as srv:
+        version = {"h1": HTTPVersion.HTTP1, "h2c": HTTPVersion.HTTP2}[transport]
+        async with (
+            _LateLoop(http_version=version) as http,
+            Client(srv.url, protocol=protocol, http_client=http) as client,
+        ):
+
+            async def call(timeout_ms: int | None) -> None:
+                if kind == "unary":
+                    await client.echo_post(failing, timeout_ms=timeout_ms)
+                else:
+                    async with client.server_stream(failing, timeout_ms=timeout_ms) as stream:
+                        async for _ in stream:
+                            pass
+
+            with pytest.raises(ConnectError) as caught:
+                await call(EXPIRY_MS)
+            assert caught.value.code is Code.DEADLINE_EXCEEDED
+            with pytest.raises(ConnectError) as caught:
+                await call(None)
+            assert (caught.value.code, caught.value.message) == (Code.UNAVAILABLE, "went away")
