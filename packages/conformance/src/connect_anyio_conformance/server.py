@@ -115,6 +115,7 @@ async def _serve_hypercorn(
     config.bind = [f"fd://{sock.detach()}"]
     config.graceful_timeout = SHUTDOWN_GRACE_SECONDS
     config.accesslog = None
+    config.loglevel = "WARNING"  # not "Running on ..." for every server the runner starts
     if tls is not None:
         config.certfile = str(tls.cert)
         config.keyfile = str(tls.key)
