@@ -17,53 +17,33 @@ stream is a list of pieces handed out at once: no socket, no event loop.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-import anyio
 import h11
 import pytest
-from hypothesis import given, settings
+from _support.http1_gen import (
+    SETTINGS,
+    VCHARS,
+    Feed,
+    bytes_of,
+    case_variant,
+    field_values,
+    ows,
+    run_at_once,
+    split,
+    tokens,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from connect_anyio._serve import ServerLimits
 from connect_anyio._serve._h1 import H1Connection, _BadBody, _BadRequest, _ConnectionGone
 
-SETTINGS = settings(deadline=None, database=None, derandomize=True, max_examples=250)
 LIMITS = ServerLimits()
-
-T = TypeVar("T")
 
 
 # -- driving the two parsers ---------------------------------------------------------------
-
-
-class _Feed:
-    """A connection's byte stream: the given pieces, then the end of the stream."""
-
-    def __init__(self, pieces: Sequence[bytes]) -> None:
-        self.pieces = deque(piece for piece in pieces if piece)
-        self.sent: list[bytes] = []
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if not self.pieces:
-            raise anyio.EndOfStream
-        return self.pieces.popleft()
-
-    async def send(self, item: bytes) -> None:
-        self.sent.append(item)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine that never has to wait (the feed answers at once)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    coro.close()
-    raise AssertionError("the parser waited for something other than its byte stream")
 
 
 @dataclass(frozen=True)
@@ -107,10 +87,10 @@ def _h11_view(headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, byte
 
 
 def ours(pieces: Sequence[bytes], limits: ServerLimits = LIMITS) -> Outcome:
-    feed = _Feed(pieces)
+    feed = Feed(pieces)
     conn = H1Connection(feed, None, limits, scheme="http", client=None, server=None)  # type: ignore[arg-type]
     try:
-        head = _run(conn._read_head())
+        head = run_at_once(conn._read_head())
     except _BadRequest as e:
         return Refused(e.status)
     except _ConnectionGone:
@@ -119,7 +99,7 @@ def ours(pieces: Sequence[bytes], limits: ServerLimits = LIMITS) -> Outcome:
         return INCOMPLETE
     body = bytearray()
     try:
-        while piece := _run(conn._read_body()):
+        while piece := run_at_once(conn._read_body()):
             body += piece
     except _BadBody:
         return Refused(None)
@@ -176,48 +156,9 @@ def reference(pieces: Sequence[bytes], limits: ServerLimits = LIMITS) -> Outcome
     )
 
 
-def split(data: bytes, cuts: Sequence[int]) -> list[bytes]:
-    points = sorted({cut % (len(data) + 1) for cut in cuts})
-    pieces = []
-    start = 0
-    for point in [*points, len(data)]:
-        pieces.append(data[start:point])
-        start = point
-    return pieces
-
-
 # -- generating requests -----------------------------------------------------------------
 
-TCHARS = sorted(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-VCHARS = list(range(0x21, 0x7F))
-FIELD_VCHARS = VCHARS + list(range(0x80, 0x100))  # obs-text is allowed in field values
 FRAMING_NAMES = {b"host", b"content-length", b"transfer-encoding"}
-
-
-def _bytes_of(
-    alphabet: Sequence[int], min_size: int = 1, max_size: int = 10
-) -> st.SearchStrategy[bytes]:
-    return st.lists(st.sampled_from(alphabet), min_size=min_size, max_size=max_size).map(bytes)
-
-
-tokens = _bytes_of(TCHARS)
-ows = st.sampled_from([b"", b"", b" ", b"\t", b"  ", b" \t"])
-
-
-@st.composite
-def field_values(draw: st.DrawFn) -> bytes:
-    words = draw(st.lists(_bytes_of(FIELD_VCHARS, max_size=6), max_size=4))
-    value = b""
-    for i, word in enumerate(words):
-        if i:
-            value += draw(st.sampled_from([b" ", b"\t", b"  ", b" \t "]))
-        value += word
-    return value
-
-
-@st.composite
-def case_variant(draw: st.DrawFn, name: bytes) -> bytes:
-    return draw(st.sampled_from([name, name.lower(), name.upper(), name.title()]))
 
 
 common_fields = st.sampled_from(
@@ -287,7 +228,7 @@ def requests(draw: st.DrawFn) -> Request:
     target = draw(
         st.one_of(
             st.sampled_from([b"/", b"*", b"/pkg.Service/Method?x=1", b"http://h:1/p", b"h:443"]),
-            _bytes_of(VCHARS, max_size=16),
+            bytes_of(VCHARS, max_size=16),
         )
     )
     version = draw(st.sampled_from([b"1.1", b"1.1", b"1.0"]))
@@ -352,10 +293,10 @@ def test_truncated_requests_are_never_accepted(request: Request, cut: int) -> No
 def test_blank_lines_between_pipelined_requests_are_skipped() -> None:
     first = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
     second = b"\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
-    feed = _Feed([first + second])
+    feed = Feed([first + second])
     conn = H1Connection(feed, None, LIMITS, scheme="http", client=None, server=None)  # type: ignore[arg-type]
-    assert _run(conn._read_head()) is not None
-    head = _run(conn._read_head())
+    assert run_at_once(conn._read_head()) is not None
+    head = run_at_once(conn._read_head())
     assert head is not None
     assert head.target == b"/b"
 

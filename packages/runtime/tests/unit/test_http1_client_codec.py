@@ -17,15 +17,24 @@ in the body (``HTTP1Response.trailers()`` is always None).
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-import anyio
 import h11
 import pytest
-from hypothesis import given, settings
+from _support.http1_gen import (
+    FIELD_VCHARS,
+    SETTINGS,
+    Feed,
+    bytes_of,
+    case_variant,
+    field_values,
+    ows,
+    run_at_once,
+    split,
+    tokens,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from connect_anyio._transport import LocalProtocolError, Origin, RemoteProtocolError
@@ -38,44 +47,10 @@ from connect_anyio._transport._http1 import (
     request_head,
 )
 
-SETTINGS = settings(deadline=None, database=None, derandomize=True, max_examples=250)
 ORIGIN = Origin("http", "h", 80)
-
-T = TypeVar("T")
 
 
 # -- driving the two parsers ---------------------------------------------------------------
-
-
-class _Feed:
-    """A connection's byte stream: the given pieces, then the end of the stream."""
-
-    def __init__(self, pieces: Sequence[bytes]) -> None:
-        self.pieces = deque(piece for piece in pieces if piece)
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if not self.pieces:
-            raise anyio.EndOfStream
-        return self.pieces.popleft()
-
-    async def send(self, item: bytes) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-    def extra(self, attribute: Any, default: Any = None) -> Any:
-        return default
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine that never has to wait (the feed answers at once)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    coro.close()
-    raise AssertionError("the codec waited for something other than its byte stream")
 
 
 @dataclass(frozen=True)
@@ -114,11 +89,11 @@ def _h11_view(headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, byte
 
 
 def ours(pieces: Sequence[bytes], method: str = "GET") -> Outcome:
-    feed = _Feed(pieces)
+    feed = Feed(pieces)
     conn = _Connection(feed, ORIGIN)  # type: ignore[arg-type]
     try:
-        status, headers = _run(conn.read_head(method))
-        body = _run(conn.read_all())
+        status, headers = run_at_once(conn.read_head(method))
+        body = run_at_once(conn.read_all())
     except RemoteProtocolError as e:
         return Refused(str(e))
     return Response(
@@ -173,47 +148,9 @@ def reference(pieces: Sequence[bytes], method: str = "GET") -> Outcome:
     )
 
 
-def split(data: bytes, cuts: Sequence[int]) -> list[bytes]:
-    points = sorted({cut % (len(data) + 1) for cut in cuts})
-    pieces = []
-    start = 0
-    for point in [*points, len(data)]:
-        pieces.append(data[start:point])
-        start = point
-    return pieces
-
-
 # -- generating responses -----------------------------------------------------------------
 
-TCHARS = sorted(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-FIELD_VCHARS = list(range(0x21, 0x7F)) + list(range(0x80, 0x100))
 FRAMING_NAMES = {b"content-length", b"transfer-encoding", b"connection"}
-
-
-def _bytes_of(
-    alphabet: Sequence[int], min_size: int = 1, max_size: int = 10
-) -> st.SearchStrategy[bytes]:
-    return st.lists(st.sampled_from(alphabet), min_size=min_size, max_size=max_size).map(bytes)
-
-
-tokens = _bytes_of(TCHARS)
-ows = st.sampled_from([b"", b"", b" ", b"\t", b"  ", b" \t"])
-
-
-@st.composite
-def field_values(draw: st.DrawFn) -> bytes:
-    words = draw(st.lists(_bytes_of(FIELD_VCHARS, max_size=6), max_size=4))
-    value = b""
-    for i, word in enumerate(words):
-        if i:
-            value += draw(st.sampled_from([b" ", b"\t", b"  ", b" \t "]))
-        value += word
-    return value
-
-
-@st.composite
-def case_variant(draw: st.DrawFn, name: bytes) -> bytes:
-    return draw(st.sampled_from([name, name.lower(), name.upper(), name.title()]))
 
 
 generic_fields = st.one_of(
@@ -229,7 +166,7 @@ generic_fields = st.one_of(
 )
 reasons = st.one_of(
     st.sampled_from([b" OK", b" Not Found", b"", b" ", b" a\tb  c ", b" \xe9t\xe9"]),
-    _bytes_of([0x20, 0x09, *FIELD_VCHARS], min_size=0).map(lambda reason: b" " + reason),
+    bytes_of([0x20, 0x09, *FIELD_VCHARS], min_size=0).map(lambda reason: b" " + reason),
 )
 
 
@@ -557,10 +494,10 @@ def test_http10_response_does_not_keep_the_connection() -> None:
 
 def test_trailers_are_read_and_dropped() -> None:
     data = CHUNKED + b"2\r\nok\r\n0\r\nGrpc-Status: 0\r\nGrpc-Message: x\r\n\r\n"
-    feed = _Feed([data])
+    feed = Feed([data])
     conn = _Connection(feed, ORIGIN)  # type: ignore[arg-type]
-    assert _run(conn.read_head("POST"))[0] == 200
-    assert _run(conn.read_all()) == b"ok"
+    assert run_at_once(conn.read_head("POST"))[0] == 200
+    assert run_at_once(conn.read_all()) == b"ok"
     assert conn.finished
     response = HTTP1Response(None, conn, 200, [])  # type: ignore[arg-type]
     assert response.trailers() is None
@@ -653,7 +590,7 @@ request_fields = st.lists(
     st.sampled_from(["GET", "POST", "PUT", "M-SEARCH"]),
     st.one_of(
         st.sampled_from(["/", "/pkg.Svc/Method", "/a?b=c&d=%20"]),
-        _bytes_of(list(range(0x21, 0x7F))).map(bytes.decode),
+        bytes_of(list(range(0x21, 0x7F))).map(bytes.decode),
     ),
     request_fields,
     st.binary(max_size=30),
@@ -722,21 +659,17 @@ def test_unwritable_requests_are_refused(
 @given(st.lists(st.binary(max_size=20), max_size=5))
 def test_chunked_request_body_reads_back(chunks: list[bytes]) -> None:
     """``send_chunked`` frames a streamed body (empty pieces skipped) that h11 reads back."""
-    sent: list[bytes] = []
-
-    class _Sink(_Feed):
-        async def send(self, item: bytes) -> None:
-            sent.append(item)
+    sink = Feed([])
 
     async def body() -> AsyncIterator[bytes]:
         for chunk in chunks:
             yield chunk
 
-    conn = _Connection(_Sink([]), ORIGIN)  # type: ignore[arg-type]
+    conn = _Connection(sink, ORIGIN)  # type: ignore[arg-type]
     head = request_head("POST", "/", b"h", [], b"transfer-encoding: chunked\r\n\r\n")
-    _run(conn.send_chunked(head, body()))
+    run_at_once(conn.send_chunked(head, body()))
     reader = h11.Connection(h11.SERVER)
-    reader.receive_data(b"".join(sent))
+    reader.receive_data(b"".join(sink.sent))
     assert isinstance(reader.next_event(), h11.Request)
     read = b""
     while not isinstance(event := reader.next_event(), h11.EndOfMessage):
