@@ -165,7 +165,13 @@ def build_plan(python: str, crpc_python: str, seconds: float, warmup: float) -> 
         "gr-min": ("granian minimal", [*granian, "bench.apps:minimal_app"], False),
         "gr-ours": ("granian ours", [*granian, "bench.apps:ours_app"], False),
         "nat-min": ("native minimal", [*bench, "native", "--app", "minimal", *port], False),
+        # --loop auto, as the CLI defaults: uvloop, since the bench installs it.
         "nat-a": ("native asyncio", [*bench, "native", "--backend", "asyncio", *port], False),
+        "nat-a-std": (
+            "native asyncio, standard loop",
+            [*bench, "native", "--backend", "asyncio", "--loop", "asyncio", *port],
+            False,
+        ),
         "nat-t": ("native trio", [*bench, "native", "--backend", "trio", *port], False),
         "grpcio-aio": ("grpcio aio", [*bench, "grpcio-aio", *port], False),
         "grpcio-sync": ("grpcio sync", [*bench, "grpcio-sync", *port], False),
@@ -205,9 +211,10 @@ def build_plan(python: str, crpc_python: str, seconds: float, warmup: float) -> 
 
     n = SECTION_NATIVE
     for wl in ("h1", "h2c"):
-        srv(f"nat.min.{wl}", n, "minimal ASGI app on native server", "nat-min", wl)
+        srv(f"nat.min.{wl}", n, "minimal ASGI app on native server (uvloop)", "nat-min", wl)
     for wl in ("h1", "h2c", "grpc"):
-        srv(f"nat.a.{wl}", n, "connect-anyio native · asyncio", "nat-a", wl)
+        srv(f"nat.a.{wl}", n, "connect-anyio native · asyncio (uvloop)", "nat-a", wl)
+    srv("nat.a.std.h1", n, "connect-anyio native · asyncio, standard loop", "nat-a-std", "h1")
     for wl in ("h1", "h2c", "grpc"):
         srv(f"nat.t.{wl}", n, "connect-anyio native · trio", "nat-t", wl)
     srv("grpcio.aio.grpc", n, "grpcio aio server", "grpcio-aio", "grpc")
@@ -215,6 +222,7 @@ def build_plan(python: str, crpc_python: str, seconds: float, warmup: float) -> 
     cmp("nat.a.h1", "uv.min.h1", 0.5, "#6")
     cmp("nat.a.h1", "uv.crpc.h1", 1.0, "#6")
     cmp("nat.a.h1", "nat.min.h1")
+    cmp("nat.a.std.h1", "uv.min.h1")
     cmp("nat.a.h2c", "hyp.ours.h2c", 2.0, "#6")
     cmp("nat.a.h2c", "nat.min.h2c")
     cmp("nat.a.grpc", "grpcio.aio.grpc", 1.0, "#6")
@@ -226,12 +234,13 @@ def build_plan(python: str, crpc_python: str, seconds: float, warmup: float) -> 
     for wl in ("stream-h1", "stream-h2c"):
         srv(f"st.hyp.min.{wl}", s, "minimal ASGI app on hypercorn", "hyp-min", wl)
         srv(f"st.hyp.ours.{wl}", s, "connect-anyio app on hypercorn", "hyp-ours", wl)
-        srv(f"st.nat.a.{wl}", s, "connect-anyio native · asyncio", "nat-a", wl)
+        srv(f"st.nat.a.{wl}", s, "connect-anyio native · asyncio (uvloop)", "nat-a", wl)
         srv(f"st.nat.t.{wl}", s, "connect-anyio native · trio", "nat-t", wl)
         cmp(f"st.hyp.ours.{wl}", f"st.hyp.min.{wl}", source="#3")
         cmp(f"st.nat.a.{wl}", f"st.hyp.ours.{wl}")
         cmp(f"st.nat.t.{wl}", f"st.nat.a.{wl}", 0.7, "#6")
-    srv("st.nat.a.stream-grpc", s, "connect-anyio native · asyncio", "nat-a", "stream-grpc")
+    nat_a = "connect-anyio native · asyncio (uvloop)"
+    srv("st.nat.a.stream-grpc", s, nat_a, "nat-a", "stream-grpc")
     srv("st.grpcio.aio.stream-grpc", s, "grpcio aio server", "grpcio-aio", "stream-grpc")
     srv("st.grpcio.sync.stream-grpc", s, "grpcio sync server", "grpcio-sync", "stream-grpc")
     cmp("st.nat.a.stream-grpc", "st.grpcio.aio.stream-grpc")

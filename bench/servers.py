@@ -1,7 +1,8 @@
 """``python -m bench.servers KIND --port N``: one server under test, in its own process.
 
 Kinds: ``hypercorn`` and ``uvicorn`` (``--app minimal|ours``), ``native``
-(our server; ``--app minimal|ours``, ``--backend asyncio|trio``), and
+(our server; ``--app minimal|ours``, ``--backend asyncio|trio``,
+``--loop auto|asyncio|uvloop`` as the CLI has it), and
 ``grpcio-aio`` / ``grpcio-sync`` (grpcio's servers with generic handlers, no
 generated stubs). Each runs until SIGTERM or SIGINT.
 """
@@ -46,11 +47,15 @@ def run_uvicorn(app: Any, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def run_native(app: Any, port: int, backend: str) -> None:
+def run_native(app: Any, port: int, backend: str, loop: str) -> None:
     from connect_anyio import serve
+    from connect_anyio.__main__ import backend_options
 
+    # The loop is chosen as ``python -m connect_anyio serve --loop`` chooses it.
     anyio.run(
-        partial(serve, app, host="127.0.0.1", port=port, handle_signals=True), backend=backend
+        partial(serve, app, host="127.0.0.1", port=port, handle_signals=True),
+        backend=backend,
+        backend_options=backend_options(backend, loop),
     )
 
 
@@ -152,13 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--app", choices=["minimal", "ours"], default="ours")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     args = parser.parse_args(argv)
     if args.kind == "hypercorn":
         run_hypercorn(_app(args.app), args.port)
     elif args.kind == "uvicorn":
         run_uvicorn(_app(args.app), args.port)
     elif args.kind == "native":
-        run_native(_app(args.app), args.port, args.backend)
+        run_native(_app(args.app), args.port, args.backend, args.loop)
     elif args.kind == "grpcio-sync":
         run_grpcio_sync(args.port)
     else:

@@ -26,6 +26,25 @@ def _load(target: str) -> Any:
     return obj
 
 
+def backend_options(backend: str, loop: str) -> dict[str, Any]:
+    """anyio.run backend options for ``--loop``: auto picks uvloop when it is importable."""
+    if backend != "asyncio":
+        if loop != "auto":
+            raise SystemExit(f"--loop {loop} applies to the asyncio backend only, not {backend}")
+        return {}
+    if loop == "asyncio":
+        return {}
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+    except ImportError:
+        if loop == "uvloop":
+            raise SystemExit(
+                "--loop uvloop: uvloop is not installed (pip install 'connect-anyio[uvloop]')"
+            ) from None
+        return {}
+    return {"use_uvloop": True}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m connect_anyio")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     cmd.add_argument("--host", default="127.0.0.1")
     cmd.add_argument("--port", type=int, default=8080)
     cmd.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    cmd.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop for the asyncio backend (auto: uvloop when installed)",
+    )
     cmd.add_argument("--certfile", help="TLS certificate chain (PEM); enables HTTPS")
     cmd.add_argument("--keyfile", help="TLS private key (PEM)")
     cmd.add_argument("--client-ca", help="require client certificates signed by this CA (PEM)")
@@ -61,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    options = backend_options(args.backend, args.loop)
     apps = [_load(target) for target in args.apps]
     context = None
     if args.certfile:
@@ -88,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 shown = f"[{host}]" if ":" in host else host
                 print(f"listening on {scheme}://{shown}:{port}", flush=True)
 
-    anyio.run(run, backend=args.backend)
+    anyio.run(run, backend=args.backend, backend_options=options)
 
 
 if __name__ == "__main__":

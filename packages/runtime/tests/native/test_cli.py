@@ -81,12 +81,25 @@ class Cli:
             return await self.process.wait()
 
 
-@asynccontextmanager
-async def cli(*args: str, backend: str) -> AsyncIterator[Cli]:
+def _env(*first: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(TESTS), str(ROOT / "gen"), *filter(None, [env.get("PYTHONPATH")])]
+        [*first, str(TESTS), str(ROOT / "gen"), *filter(None, [env.get("PYTHONPATH")])]
     )
+    return env
+
+
+def _without_uvloop(tmp_path: Path) -> str:
+    """A directory that, first on PYTHONPATH, makes ``import uvloop`` fail as if absent."""
+    shadow = tmp_path / "no_uvloop" / "uvloop"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('uvloop hidden by the test')\n")
+    return str(shadow.parent)
+
+
+@asynccontextmanager
+async def cli(*args: str, backend: str, path: tuple[str, ...] = ()) -> AsyncIterator[Cli]:
+    env = _env(*path)
     command = [sys.executable, "-m", "connect_anyio", "serve", "native._cli_app:app"]
     command += ["--port", "0", "--backend", backend, *args]
     process = await anyio.open_process(
@@ -205,3 +218,69 @@ async def test_tls_flags_serve_https_with_client_certificates(
             assert refused.value.code is Code.UNAVAILABLE
         server.signal(signal.SIGINT)
         assert await server.exit_code() == 0
+
+
+@pytest.mark.parametrize(
+    ("loop", "hidden", "expected"),
+    [
+        ("uvloop", False, "uvloop.Loop"),
+        ("auto", False, "uvloop.Loop"),
+        ("asyncio", False, "asyncio."),
+        ("auto", True, "asyncio."),
+    ],
+    ids=["uvloop", "auto", "standard", "auto-without-uvloop"],
+)
+async def test_loop_flag_picks_the_event_loop_and_serves_h1_and_h2c(
+    loop: str, hidden: bool, expected: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    path = (_without_uvloop(tmp_path),) if hidden else ()
+    async with cli("--loop", loop, backend="asyncio", path=path) as server:
+        for version in (HTTPVersion.HTTP1, HTTPVersion.HTTP2):
+            async with (
+                HTTPClient(http_version=version) as http,
+                Client(server.url, http_client=http) as client,
+            ):
+                assert (await client.echo(EchoRequest(text=loop))).text == loop
+            match = await server.stderr.wait_for(r"event loop (\S+)")
+            assert match.group(1).startswith(expected), server.stderr.text
+        server.signal(signal.SIGTERM)
+        assert await server.exit_code() == 0
+
+
+async def test_loop_uvloop_serves_https(tls_files: TLSFiles, anyio_backend: str) -> None:
+    flags = ["--certfile", str(tls_files.server_cert), "--keyfile", str(tls_files.server_key)]
+    async with cli("--loop", "uvloop", *flags, backend="asyncio") as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        for version in (HTTPVersion.AUTO, HTTPVersion.HTTP1):  # ALPN: h2, then http/1.1
+            async with (
+                HTTPClient(http_version=version, ssl_context=tls_files.client_context()) as http,
+                Client(server.url, http_client=http) as client,
+            ):
+                assert (await client.echo(EchoRequest(text="tls"))).text == "tls"
+        match = await server.stderr.wait_for(r"event loop (\S+)")
+        assert match.group(1) == "uvloop.Loop"
+        server.signal(signal.SIGINT)
+        assert await server.exit_code() == 0
+
+
+@pytest.mark.parametrize(
+    ("backend", "hidden", "message"),
+    [
+        ("asyncio", True, "--loop uvloop: uvloop is not installed"),
+        ("trio", False, "--loop uvloop applies to the asyncio backend only, not trio"),
+    ],
+    ids=["uvloop-missing", "trio"],
+)
+async def test_loop_uvloop_refused_with_a_clear_message(
+    backend: str, hidden: bool, message: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    path = (_without_uvloop(tmp_path),) if hidden else ()
+    command = [sys.executable, "-m", "connect_anyio", "serve", "native._cli_app:app"]
+    command += ["--port", "0", "--backend", backend, "--loop", "uvloop"]
+    with anyio.fail_after(WAIT):
+        done = await anyio.run_process(command, env=_env(*path), check=False)
+    assert done.returncode != 0
+    stderr = done.stderr.decode()
+    assert message in stderr, stderr
+    assert "Traceback" not in stderr
+    assert b"listening" not in done.stdout
