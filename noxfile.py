@@ -32,7 +32,7 @@ TEST_DEPS = [
     "pytest-xdist>=3.6",
     "hypothesis>=6.100",
     "trio>=0.27",
-    "uvloop",
+    "uvloop; sys_platform != 'win32'",  # the CLI's --loop uvloop (not built for Windows)
     "hypercorn>=0.17",
     "trustme>=1.2",
     "grpcio>=1.70",
