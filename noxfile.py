@@ -385,7 +385,7 @@ def conformance(session: nox.Session) -> None:
             summary = f"{name}: {total} cases, {passed} passed, {failed} failed"
             flakes = re.search(r"Another (\d+) failed as expected", output)
             if flakes:
-                summary += f" (+{flakes.group(1)} listed as known to fail or flaky, failed)"
+                summary += f" (+{flakes.group(1)} failed as listed in known-failing/known-flaky)"
             summary += f", {elapsed:.0f}s wall"
             if failed or "could not be run" in output:
                 failed_runs.append(name)
